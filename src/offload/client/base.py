@@ -1,0 +1,307 @@
+"""The ``Client`` protocol shared by the SDK, CLI, MCP server and workers.
+
+``AsyncClient`` is the protocol (async-first). ``offload.Client`` is a thin synchronous
+facade over any ``AsyncClient``: it runs the async client on a private event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
+
+from offload.domain.models import (
+    Ack,
+    Agent,
+    AgentRegistration,
+    ClaimRequest,
+    Completion,
+    Failure,
+    LeaseRef,
+    LeaseState,
+    ProgressUpdate,
+    Stats,
+    Task,
+    TaskEvent,
+    TaskFilter,
+    TaskPage,
+    TaskSpec,
+    TaskTypeInfo,
+    WorkflowSpec,
+)
+
+T = TypeVar("T")
+
+
+class AsyncClient(Protocol):
+    """Everything a caller or a worker can ask of Offload, locally or over HTTP."""
+
+    # -- submitting and reading ------------------------------------------------
+    async def submit(self, task_type: str, input: Any = None, **options: Any) -> Task:
+        """Create one task. ``options`` are :class:`TaskSpec` fields (priority, depends_on…)."""
+        ...
+
+    async def submit_spec(self, spec: TaskSpec) -> Task:
+        """Create one task from a full spec."""
+        ...
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Task]:
+        """Create up to 1,000 tasks atomically: all or none."""
+        ...
+
+    async def submit_workflow(self, spec: WorkflowSpec) -> Task:
+        """Create a workflow parent and its children; returns the parent."""
+        ...
+
+    async def get(self, task_id: str) -> Task:
+        """One task; ``NotFound`` if it does not exist (or is not yours)."""
+        ...
+
+    async def list(self, flt: TaskFilter | None = None, **filters: Any) -> TaskPage:
+        """A page of tasks and the total matching."""
+        ...
+
+    async def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[TaskEvent]:
+        """A task's event log after ``after``."""
+        ...
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Block until the task is terminal; ``WaitTimeout`` after ``timeout`` seconds."""
+        ...
+
+    async def watch(self, task_id: str, after: int = 0, timeout: float = 30.0) -> list[TaskEvent]:
+        """Events after ``after``, waiting up to ``timeout`` for at least one (long poll)."""
+        ...
+
+    # -- control -----------------------------------------------------------
+    async def cancel(self, task_id: str, reason: str | None = None) -> Task:
+        """Cancel a task (running ones are asked to stop)."""
+        ...
+
+    async def pause(self, task_id: str) -> Task:
+        """Pause a task."""
+        ...
+
+    async def resume(self, task_id: str) -> Task:
+        """Resume a paused task."""
+        ...
+
+    async def retry(self, task_id: str) -> Task:
+        """Move a failed or cancelled task back to the queue with a fresh attempt budget."""
+        ...
+
+    async def retry_many(self, flt: TaskFilter) -> list[Task]:
+        """Retry every failed task matching ``flt`` (status defaults to ``failed``)."""
+        ...
+
+    async def stats(self) -> Stats:
+        """Counts by status and per-type figures."""
+        ...
+
+    async def task_types(self) -> list[TaskTypeInfo]:
+        """The catalogue of task types with their JSON schemas."""
+        ...
+
+    # -- worker / agent protocol ----------------------------------------------
+    async def register_agent(self, reg: AgentRegistration) -> Agent:
+        """Register (or update) an agent; workers register themselves."""
+        ...
+
+    async def agent_heartbeat(self, agent_id: str, metadata: dict[str, Any] | None = None) -> Agent:
+        """Tell Offload the agent is alive."""
+        ...
+
+    async def deregister_agent(self, agent_id: str) -> None:
+        """Mark the agent offline."""
+        ...
+
+    async def list_agents(self) -> list[Agent]:
+        """Every agent with live load."""
+        ...
+
+    async def claim(self, req: ClaimRequest) -> list[Task]:
+        """Lease up to ``req.max`` tasks; may wait up to ``wait_s`` for work when idle."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Return when new work may be claimable (True) or after ``timeout`` (False)."""
+        ...
+
+    async def heartbeat(self, leases: Sequence[LeaseRef], ttl_s: float) -> list[LeaseState]:
+        """Extend leases; answers ``cancel_requested``/``pause_requested`` per lease."""
+        ...
+
+    async def progress(self, update: ProgressUpdate) -> LeaseState:
+        """Report progress/log/checkpoint/artifact for a leased task."""
+        ...
+
+    async def complete(self, items: Sequence[Completion]) -> list[Ack]:
+        """Report successful attempts (batched)."""
+        ...
+
+    async def fail(self, items: Sequence[Failure]) -> list[Ack]:
+        """Report failed attempts (batched)."""
+        ...
+
+    async def release(self, leases: Sequence[LeaseRef]) -> list[Ack]:
+        """Hand leases back without spending an attempt."""
+        ...
+
+    async def maintain(self) -> dict[str, int]:
+        """Run one maintenance pass (reap expired leases, promote due tasks, deadlines)."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources."""
+        ...
+
+
+class Client:
+    """Synchronous facade over an :class:`AsyncClient` (the SDK's ``offload.Client``).
+
+    ``Client()`` opens the local embedded database (or ``$OFFLOAD_URL`` when set);
+    ``Client("http://host:8000", token=…)`` talks to a server; ``Client(database_url=…)``
+    opens a specific database.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        database_url: str | None = None,
+        async_client: AsyncClient | None = None,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="offload-client",
+                                        daemon=True)
+        self._thread.start()
+        if async_client is None:
+            from offload.client.factory import connect
+
+            async_client = self._run(connect(url, token=token, database_url=database_url))
+        self.aio: AsyncClient = async_client
+        self._closed = False
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return fut.result()
+
+    # -- SDK ---------------------------------------------------------------
+    def submit(self, task_type: str, input: Any = None, **options: Any) -> Task:
+        """Create one task; see :class:`offload.TaskSpec` for options."""
+        return self._run(self.aio.submit(task_type, input, **options))
+
+    def submit_many(self, specs: Sequence[TaskSpec | dict[str, Any]]) -> list[Task]:
+        """Create up to 1,000 tasks atomically."""
+        parsed = [s if isinstance(s, TaskSpec) else TaskSpec.model_validate(s) for s in specs]
+        return self._run(self.aio.submit_many(parsed))
+
+    def submit_workflow(self, spec: WorkflowSpec | dict[str, Any]) -> Task:
+        """Create a workflow; returns the parent task."""
+        wf = spec if isinstance(spec, WorkflowSpec) else WorkflowSpec.model_validate(spec)
+        return self._run(self.aio.submit_workflow(wf))
+
+    def get(self, task_id: str) -> Task:
+        """One task."""
+        return self._run(self.aio.get(task_id))
+
+    def list(self, flt: TaskFilter | None = None, **filters: Any) -> TaskPage:
+        """A page of tasks: ``client.list(status=["running"], type=…, limit=50)``."""
+        return self._run(self.aio.list(flt, **filters))
+
+    def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[TaskEvent]:
+        """A task's event log."""
+        return self._run(self.aio.events(task_id, after, limit))
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Block until the task is done; raises ``WaitTimeout`` after ``timeout`` seconds."""
+        return self._run(self.aio.wait(task_id, timeout))
+
+    def watch(self, task_id: str, after: int = 0, timeout: float = 30.0) -> list[TaskEvent]:
+        """Long-poll for events after ``after``."""
+        return self._run(self.aio.watch(task_id, after, timeout))
+
+    def cancel(self, task_id: str, reason: str | None = None) -> Task:
+        """Cancel a task."""
+        return self._run(self.aio.cancel(task_id, reason))
+
+    def pause(self, task_id: str) -> Task:
+        """Pause a task."""
+        return self._run(self.aio.pause(task_id))
+
+    def resume(self, task_id: str) -> Task:
+        """Resume a paused task."""
+        return self._run(self.aio.resume(task_id))
+
+    def retry(self, task_id: str) -> Task:
+        """Retry a failed or cancelled task."""
+        return self._run(self.aio.retry(task_id))
+
+    def retry_many(self, flt: TaskFilter | None = None, **filters: Any) -> list[Task]:
+        """Retry every dead-letter task matching the filter."""
+        f = flt or TaskFilter(**({"status": ["failed"]} | filters))
+        return self._run(self.aio.retry_many(f))
+
+    def stats(self) -> Stats:
+        """Queue statistics."""
+        return self._run(self.aio.stats())
+
+    def task_types(self) -> list[TaskTypeInfo]:
+        """The task-type catalogue."""
+        return self._run(self.aio.task_types())
+
+    def list_agents(self) -> list[Agent]:
+        """Registered agents."""
+        return self._run(self.aio.list_agents())
+
+    def maintain(self) -> dict[str, int]:
+        """One maintenance pass."""
+        return self._run(self.aio.maintain())
+
+    # -- seed names for agents -----------------------------------------------
+    def submit_task(self, task_type: str, parameters: dict[str, Any] | None = None,
+                    priority: int | str = "normal") -> str:
+        """Submit and return the new task's id."""
+        return self.submit(task_type, parameters or {}, priority=priority).id
+
+    def get_task_status(self, task_id: str) -> dict[str, Any]:
+        """Status, progress, result and error of a task as plain JSON."""
+        t = self.get(task_id)
+        return {
+            "id": t.id, "type": t.type, "status": t.status.value, "progress": t.progress,
+            "current_step": t.current_step, "result": t.result,
+            "error": t.error.model_dump(mode="json") if t.error else None,
+        }
+
+    def cancel_task(self, task_id: str) -> bool:
+        """Cancel; True when the task is (or will be) cancelled."""
+        t = self.cancel(task_id)
+        return t.status.value == "cancelled" or t.cancel_requested
+
+    def get_task_results(self, agent_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Results of the finished tasks an agent did."""
+        page = self.list(agent_id=agent_id, status=["done"], limit=limit)
+        return [{"id": t.id, "type": t.type, "status": t.status.value, "result": t.result}
+                for t in page.tasks]
+
+    # -- lifecycle ---------------------------------------------------------
+    def close(self) -> None:
+        """Close the client and its loop thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._run(self.aio.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

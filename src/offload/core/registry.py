@@ -1,0 +1,296 @@
+"""Task types: names, input schemas (from handler signatures), defaults and handlers.
+
+``@offload.task("math.factorial", capabilities=["math"])`` registers a function in the
+default registry. The input schema comes from the signature through pydantic, so bad input
+is refused at submit time with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from offload.domain.errors import InvalidInput, UnknownTaskType
+from offload.domain.models import Artifact, RetryPolicy, Task, TaskTypeInfo
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT_PARAM = "ctx"
+
+
+class TaskContext(Protocol):
+    """What a running handler can see and do. Methods never block; the worker ships updates."""
+
+    task: Task
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancel (or pause) was requested or the attempt timed out: stop soon."""
+        ...
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, …"""
+        ...
+
+    def progress(self, percent: float | None = None, step: str | None = None) -> None:
+        """Report progress (0–100) and/or the current step."""
+        ...
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Append a log line to the task's event log."""
+        ...
+
+    def checkpoint(self, name: str, data: Any = None) -> None:
+        """Save a named checkpoint; a later attempt finds it in ``task.checkpoints``."""
+        ...
+
+    def artifact(self, artifact: Artifact) -> None:
+        """Attach an artifact."""
+        ...
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TaskType:
+    """A registered task type."""
+
+    name: str
+    input_model: type[BaseModel]
+    handler: Callable[..., Any] | None = None
+    description: str = ""
+    output_schema: dict[str, Any] | None = None
+    capabilities: list[str] = field(default_factory=list)
+    max_retries: int = 3
+    retry: RetryPolicy | None = None
+    timeout_s: float | None = None
+    queue: str = "default"
+    version: int = 1
+    takes_context: bool = False
+    is_async: bool = False
+    #: Reserved for flow control (later): per-type limits and handler batching.
+    concurrency: int | None = None
+    rate_limit: str | None = None
+    cache_ttl_s: float | None = None
+    batch_size: int | None = None
+    batch_wait_ms: float | None = None
+    #: A single pydantic-model parameter receives the whole validated model.
+    model_param: str | None = None
+
+    @property
+    def executable(self) -> bool:
+        """True when this process can run the type itself."""
+        return self.handler is not None
+
+    def validate_input(self, data: Any) -> dict[str, Any]:
+        """Validate and normalise input; raise :class:`InvalidInput` naming the bad field."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InvalidInput(
+                f"input for {self.name} must be a JSON object, got {type(data).__name__}",
+                field="input",
+            )
+        try:
+            model = self.input_model.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidInput(_describe(self.name, exc), field=_first_field(exc),
+                               details={"errors": _errors(exc)}) from None
+        return model.model_dump(mode="json")
+
+    def call_kwargs(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for the handler from stored (already validated) input."""
+        model = self.input_model.model_validate(data)
+        if self.model_param is not None:
+            return {self.model_param: model}
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    def info(self) -> TaskTypeInfo:
+        """Public description for ``offload types`` and the API."""
+        return TaskTypeInfo(
+            name=self.name,
+            description=self.description,
+            input_schema=self.input_model.model_json_schema(),
+            output_schema=self.output_schema,
+            capabilities=list(self.capabilities),
+            max_retries=self.max_retries,
+            timeout_s=self.timeout_s,
+            queue=self.queue,
+            executable=self.executable,
+            version=self.version,
+        )
+
+
+def _loc(err: Any) -> str:
+    return ".".join(str(p) for p in err["loc"]) or "input"
+
+
+def _first_field(exc: ValidationError) -> str:
+    errs = exc.errors()
+    return f"input.{_loc(errs[0])}" if errs else "input"
+
+
+def _errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [{"field": f"input.{_loc(e)}", "message": e["msg"]} for e in exc.errors()]
+
+
+def _describe(type_name: str, exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unexpected field"
+        parts.append(f"input.{_loc(e)}: {msg}")
+    return f"invalid input for {type_name}: " + "; ".join(parts)
+
+
+def model_from_signature(name: str, fn: Callable[..., Any]) -> tuple[type[BaseModel], str | None, bool]:
+    """Build the input model from ``fn``'s parameters (``ctx`` excluded).
+
+    Returns ``(model, model_param, takes_context)``; ``model_param`` is set when the
+    function takes one pydantic model, which then is the schema.
+    """
+    sig = inspect.signature(fn)
+    try:
+        hints = get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolved forward refs: fall back to Any
+        hints = {}
+    params = [p for p in sig.parameters.values() if p.name != CONTEXT_PARAM]
+    takes_context = CONTEXT_PARAM in sig.parameters
+    if len(params) == 1:
+        ann = hints.get(params[0].name)
+        if inspect.isclass(ann) and issubclass(ann, BaseModel):
+            return ann, params[0].name, takes_context
+    fields: dict[str, Any] = {}
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = hints.get(p.name, Any)
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (ann, default)
+    model_name = "".join(part.title() for part in name.replace("-", ".").split(".")) + "Input"
+    model = create_model(model_name, __base__=_Input, **fields)
+    return model, None, takes_context
+
+
+class Registry:
+    """Task types by name."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, TaskType] = {}
+
+    def add(self, task_type: TaskType) -> TaskType:
+        """Register (or replace) a type."""
+        self._types[task_type.name] = task_type
+        return task_type
+
+    def declare(
+        self,
+        name: str,
+        *,
+        input_model: type[BaseModel] | None = None,
+        description: str = "",
+        capabilities: list[str] | None = None,
+        **defaults: Any,
+    ) -> TaskType:
+        """Declare a type by schema alone, for work done by external agents."""
+        model = input_model or create_model(
+            "".join(p.title() for p in name.split(".")) + "Input", __base__=BaseModel
+        )
+        return self.add(TaskType(name=name, input_model=model, description=description,
+                                 capabilities=list(capabilities or []), **defaults))
+
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        capabilities: list[str] | None = None,
+        retries: int = 3,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+        queue: str = "default",
+        description: str | None = None,
+        version: int = 1,
+        output_schema: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Callable[[F], F]:
+        """Decorator registering a sync or async function as a task type."""
+
+        def decorate(fn: F) -> F:
+            type_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            model, model_param, takes_ctx = model_from_signature(type_name, fn)
+            doc = description if description is not None else inspect.getdoc(fn) or ""
+            self.add(
+                TaskType(
+                    name=type_name,
+                    input_model=model,
+                    handler=fn,
+                    description=doc,
+                    output_schema=output_schema,
+                    capabilities=list(capabilities or []),
+                    max_retries=retries,
+                    retry=retry,
+                    timeout_s=timeout_s,
+                    queue=queue,
+                    version=version,
+                    takes_context=takes_ctx,
+                    is_async=inspect.iscoroutinefunction(fn),
+                    model_param=model_param,
+                    **options,
+                )
+            )
+            return fn
+
+        return decorate
+
+    def get(self, name: str) -> TaskType:
+        """The type called ``name``; :class:`UnknownTaskType` with close names otherwise."""
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownTaskType(name, self.suggest(name)) from None
+
+    def find(self, name: str) -> TaskType | None:
+        """The type called ``name`` or None."""
+        return self._types.get(name)
+
+    def suggest(self, name: str) -> list[str]:
+        """Registered names close to ``name``."""
+        names = list(self._types)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        if not close:
+            prefix = name.split(".", 1)[0]
+            close = [n for n in names if n.startswith(prefix + ".")][:3]
+        return close
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._types)
+
+    def executable_names(self) -> list[str]:
+        """Names of types with a handler in this process."""
+        return sorted(n for n, t in self._types.items() if t.executable)
+
+    def __iter__(self) -> Iterator[TaskType]:
+        return iter(sorted(self._types.values(), key=lambda t: t.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def infos(self) -> list[TaskTypeInfo]:
+        """Public descriptions of every type."""
+        return [t.info() for t in self]
+
+
+#: The registry ``@offload.task`` writes to. Services take a registry explicitly, so tests
+#: and embedders can use their own.
+default_registry = Registry()
+task = default_registry.task

@@ -1,0 +1,1 @@
+"""Pure domain: task model, lifecycle, rules. No I/O, no imports from other layers."""

@@ -1,0 +1,534 @@
+"""The task record (PRODUCT.md §2) and the value objects around it.
+
+Models are pydantic v2 so the same classes validate input at every edge (SDK, CLI, API,
+MCP) and serialise to the snake_case JSON of the API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from offload.domain.status import Status
+
+JSON = Any
+
+PRIORITY_NAMES: dict[str, int] = {"low": 2, "normal": 5, "high": 8, "critical": 10}
+MAX_BULK = 1000
+
+
+def parse_priority(value: object) -> int:
+    """Accept 1–10 or a name (``low`` 2, ``normal`` 5, ``high`` 8, ``critical`` 10)."""
+    if isinstance(value, bool):
+        raise ValueError("priority must be 1-10 or low|normal|high|critical")
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in PRIORITY_NAMES:
+            return PRIORITY_NAMES[key]
+        if key.isdigit():
+            value = int(key)
+        else:
+            raise ValueError(f"priority {value!r}: use 1-10 or low|normal|high|critical")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or not 1 <= value <= 10:
+        raise ValueError(f"priority {value!r}: use 1-10 or low|normal|high|critical")
+    return value
+
+
+Priority = Annotated[int, BeforeValidator(parse_priority)]
+
+
+def utcnow() -> datetime:
+    """Aware UTC now."""
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RequesterKind(StrEnum):
+    """Who asked for the work."""
+
+    HUMAN = "human"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class Requester(_Model):
+    """Who submitted a task, and on whose behalf."""
+
+    kind: RequesterKind = RequesterKind.HUMAN
+    id: str | None = None
+    context: JSON = None
+
+
+class DependencyOn(StrEnum):
+    """Which upstream outcome a dependency waits for."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    FINISHED = "finished"
+
+
+CONDITION_OPS = ("==", "!=", ">", ">=", "<", "<=", "in", "contains", "exists")
+
+
+class Condition(_Model):
+    """``when``: a test on the upstream result, e.g. ``{"path": "score", "op": ">", "value": 3}``."""
+
+    path: str = Field(description="dot path into the upstream result; '' is the whole result")
+    op: Literal["==", "!=", ">", ">=", "<", "<=", "in", "contains", "exists"] = "=="
+    value: JSON = None
+
+
+class Dependency(_Model):
+    """An edge of the DAG: wait for ``task_id`` (or a sibling ``ref`` in a workflow)."""
+
+    task_id: str
+    on: DependencyOn = DependencyOn.COMPLETED
+    when: Condition | None = None
+
+
+def _coerce_dependencies(value: object) -> object:
+    # A bare id means "on: completed" (PRODUCT.md §2).
+    if isinstance(value, str):
+        return [{"task_id": value}]
+    if isinstance(value, list):
+        return [{"task_id": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+Dependencies = Annotated[list[Dependency], BeforeValidator(_coerce_dependencies)]
+
+
+class BackoffKind(StrEnum):
+    """How long to wait between attempts."""
+
+    EXPONENTIAL = "exponential"
+    FIXED = "fixed"
+    NONE = "none"
+
+
+class RetryPolicy(_Model):
+    """Backoff between attempts (PRODUCT.md §4.4)."""
+
+    backoff: BackoffKind = BackoffKind.EXPONENTIAL
+    base_s: float = Field(1.0, ge=0)
+    factor: float = Field(2.0, ge=1)
+    cap_s: float = Field(300.0, ge=0)
+    jitter: bool = True
+
+
+class Lease(_Model):
+    """Who holds a task and until when. Every progress/complete/fail presents ``id``."""
+
+    id: str
+    holder: str | None = None
+    expires_at: datetime
+
+
+class AssignmentMethod(StrEnum):
+    """How a task reached its agent."""
+
+    CLAIMED = "claimed"
+    ASSIGNED = "assigned"
+    VOLUNTEERED = "volunteered"
+    AUCTION = "auction"
+
+
+class Assignment(_Model):
+    """The agent doing the work and how it got it."""
+
+    agent_id: str | None = None
+    collaborators: list[str] = Field(default_factory=list)
+    assigned_at: datetime | None = None
+    method: AssignmentMethod = AssignmentMethod.CLAIMED
+
+
+class ErrorInfo(_Model):
+    """Why an attempt failed."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    retryable: bool = True
+    attempt: int | None = None
+    at: datetime | None = None
+
+
+class Checkpoint(_Model):
+    """A named snapshot a handler saved; a later attempt can resume from it."""
+
+    name: str
+    at: datetime
+    data: JSON = None
+
+
+class Artifact(_Model):
+    """A file-like output of a task, inline or by URI."""
+
+    name: str
+    content_type: str = "application/octet-stream"
+    size: int = 0
+    uri: str | None = None
+    inline: JSON = None
+
+
+class ReviewStatus(StrEnum):
+    """Where a review stands."""
+
+    PENDING = "pending"
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class Review(_Model):
+    """Review stage state (filled by the agents issue)."""
+
+    reviewer: str | None = None
+    status: ReviewStatus = ReviewStatus.PENDING
+    feedback: str | None = None
+    quality_score: float | None = None
+    required: bool = False
+    max_rounds: int = 3
+    rounds: int = 0
+
+
+class Complexity(StrEnum):
+    """A coarse size hint used for estimates and routing."""
+
+    SIMPLE = "simple"
+    MODERATE = "moderate"
+    COMPLEX = "complex"
+
+
+class Task(_Model):
+    """The full task record; every field exists in storage and in the API."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    # identity
+    id: str
+    type: str
+    title: str | None = None
+    description: str | None = None
+    instructions: str | None = None
+    input: JSON = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    queue: str = "default"
+    # ownership
+    owner: str | None = None
+    requester: Requester = Field(default_factory=Requester)
+    # routing
+    priority: int = 5
+    capabilities: list[str] = Field(default_factory=list)
+    agent_id: str | None = None
+    assignment: Assignment | None = None
+    # dependencies
+    depends_on: list[Dependency] = Field(default_factory=list)
+    parent_id: str | None = None
+    ref: str | None = None
+    children: list[str] = Field(default_factory=list)
+    # lifecycle
+    status: Status
+    attempt: int = 0
+    max_retries: int = 3
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout_s: float | None = None
+    run_at: datetime | None = None
+    deadline: datetime | None = None
+    lease: Lease | None = None
+    cancel_requested: bool = False
+    pause_requested: bool = False
+    # progress
+    progress: float = 0.0
+    current_step: str | None = None
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    artifacts: list[Artifact] = Field(default_factory=list)
+    # outcome
+    result: JSON = None
+    error: ErrorInfo | None = None
+    errors: list[ErrorInfo] = Field(default_factory=list)
+    review: Review | None = None
+    cache_hit: bool = False
+    # timing
+    created_at: datetime
+    updated_at: datetime
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    estimated_duration_s: float | None = None
+    actual_duration_s: float | None = None
+    # misc
+    idempotency_key: str | None = None
+    cache_ttl_s: float | None = None
+    complexity: Complexity | None = None
+    metadata: dict[str, JSON] = Field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        """True once the task is completed, failed or cancelled."""
+        return self.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+
+class TaskSpec(_Model):
+    """What a caller provides to create a task; everything but ``type`` is optional."""
+
+    type: str = Field(min_length=1, max_length=200)
+    input: JSON = Field(default_factory=dict)
+    title: str | None = Field(None, max_length=500)
+    description: str | None = Field(None, max_length=20_000)
+    instructions: str | None = Field(None, max_length=20_000)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    queue: str = Field("default", min_length=1, max_length=100)
+    owner: str | None = None
+    requester: Requester | None = None
+    priority: Priority = 5
+    capabilities: list[str] | None = None
+    agent_id: str | None = None
+    depends_on: Dependencies = Field(default_factory=list, max_length=1000)
+    max_retries: int | None = Field(None, ge=0, le=100)
+    retry: RetryPolicy | None = None
+    timeout_s: float | None = Field(None, gt=0)
+    run_at: datetime | None = None
+    deadline: datetime | None = None
+    idempotency_key: str | None = Field(None, max_length=200)
+    cache_ttl_s: float | None = Field(None, ge=0)
+    complexity: Complexity | None = None
+    metadata: dict[str, JSON] = Field(default_factory=dict)
+    review: Review | None = None
+    #: Inside a workflow: this child's name, referenced by siblings' ``depends_on``/``$ref``.
+    ref: str | None = Field(None, max_length=100)
+
+    @field_validator("run_at", "deadline")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        # Naive datetimes are taken as UTC so stored instants are unambiguous.
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=UTC)
+        return v
+
+
+class WorkflowSpec(_Model):
+    """A parent task plus children that form a DAG, created in one transaction."""
+
+    title: str | None = None
+    description: str | None = None
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=MAX_BULK)
+    priority: Priority = 5
+    tags: list[str] = Field(default_factory=list)
+    queue: str = "default"
+    owner: str | None = None
+    requester: Requester | None = None
+    idempotency_key: str | None = None
+    metadata: dict[str, JSON] = Field(default_factory=dict)
+
+
+class TaskFilter(_Model):
+    """Filters for listing tasks; ``status`` accepts aliases (``pending``, ``active``, ``done``)."""
+
+    status: list[str] | None = None
+    type: str | None = None
+    agent_id: str | None = None
+    owner: str | None = None
+    tag: str | None = None
+    queue: str | None = None
+    parent_id: str | None = None
+    search: str | None = None
+    limit: int = Field(50, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+class TaskPage(_Model):
+    """One page of a listing plus the total number matching."""
+
+    tasks: list[Task]
+    total: int
+    limit: int
+    offset: int
+
+
+class TaskEvent(_Model):
+    """One entry of a task's append-only event log (PRODUCT.md §2.1).
+
+    ``seq`` is global and strictly increasing, so it orders one task's events and also
+    serves as the resume point of a live stream.
+    """
+
+    seq: int
+    task_id: str
+    at: datetime
+    kind: str
+    actor: str | None = None
+    data: JSON = None
+
+
+class ClaimRequest(_Model):
+    """Ask for up to ``max`` eligible tasks with a lease each."""
+
+    agent_id: str
+    capabilities: list[str] = Field(default_factory=list)
+    queues: list[str] = Field(default_factory=lambda: ["default"])
+    types: list[str] | None = None
+    max: int = Field(1, ge=1, le=1000)
+    lease_ttl_s: float = Field(30.0, gt=0, le=86_400)
+
+
+class LeaseRef(_Model):
+    """A task and the lease its holder presents."""
+
+    task_id: str
+    lease_id: str
+
+
+class LeaseState(_Model):
+    """A heartbeat's answer for one lease."""
+
+    task_id: str
+    lease_id: str
+    valid: bool
+    expires_at: datetime | None = None
+    cancel_requested: bool = False
+    pause_requested: bool = False
+
+
+class ProgressUpdate(_Model):
+    """Progress reported by a lease holder; every part is optional."""
+
+    task_id: str
+    lease_id: str
+    progress: float | None = Field(None, ge=0, le=100)
+    current_step: str | None = None
+    log: str | None = None
+    level: str = "info"
+    checkpoint: Checkpoint | None = None
+    artifact: Artifact | None = None
+
+
+class Completion(_Model):
+    """A successful attempt's result."""
+
+    task_id: str
+    lease_id: str
+    result: JSON = None
+
+
+class Failure(_Model):
+    """A failed attempt; ``retryable=False`` sends it to the dead-letter queue now."""
+
+    task_id: str
+    lease_id: str
+    error: ErrorInfo
+    retry_delay_s: float | None = None
+
+
+class Ack(_Model):
+    """Outcome of a complete/fail call for one task."""
+
+    task_id: str
+    ok: bool
+    status: Status | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class AgentKind(StrEnum):
+    """What sort of actor an agent is."""
+
+    LLM = "llm"
+    PROGRAM = "program"
+    HUMAN = "human"
+
+
+class AgentStatus(StrEnum):
+    """Availability of an agent."""
+
+    ONLINE = "online"
+    BUSY = "busy"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+class AgentRegistration(_Model):
+    """What an agent (or worker) says about itself when it registers."""
+
+    id: str | None = None
+    name: str
+    kind: AgentKind = AgentKind.PROGRAM
+    capabilities: dict[str, float] = Field(default_factory=dict)
+    max_concurrency: int = Field(1, ge=1, le=100_000)
+    queues: list[str] = Field(default_factory=lambda: ["default"])
+    endpoint: str | None = None
+    metadata: dict[str, JSON] = Field(default_factory=dict)
+
+
+class Agent(_Model):
+    """A registered actor: an LLM agent, a program (workers register as one) or a person."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    kind: AgentKind = AgentKind.PROGRAM
+    capabilities: dict[str, float] = Field(default_factory=dict)
+    max_concurrency: int = 1
+    queues: list[str] = Field(default_factory=lambda: ["default"])
+    status: AgentStatus = AgentStatus.ONLINE
+    last_heartbeat: datetime | None = None
+    endpoint: str | None = None
+    metadata: dict[str, JSON] = Field(default_factory=dict)
+    load: int = 0
+    completed: int = 0
+    failed: int = 0
+    mean_duration_s: float | None = None
+    created_at: datetime | None = None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of finished attempts that completed, or None without history."""
+        n = self.completed + self.failed
+        return self.completed / n if n else None
+
+
+class TypeStats(_Model):
+    """Per-type figures for ``stats()``."""
+
+    type: str
+    count: int
+    completed: int
+    failed: int
+    success_rate: float | None
+    run_p50_s: float | None
+    run_p95_s: float | None
+    wait_p50_s: float | None
+    wait_p95_s: float | None
+
+
+class Stats(_Model):
+    """Queue-wide figures."""
+
+    counts: dict[str, int]
+    total: int
+    by_type: list[TypeStats]
+    agents: dict[str, int] = Field(default_factory=dict)
+    generated_at: datetime
+
+
+class TaskTypeInfo(_Model):
+    """A task type's public description (names, schemas, defaults)."""
+
+    name: str
+    description: str
+    input_schema: dict[str, JSON]
+    output_schema: dict[str, JSON] | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    max_retries: int = 3
+    timeout_s: float | None = None
+    queue: str = "default"
+    executable: bool = True
+    version: int = 1

@@ -1,0 +1,58 @@
+"""Settings read from the environment (``OFFLOAD_*``), with the defaults of PRODUCT.md."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def offload_home() -> Path:
+    """``$OFFLOAD_HOME`` or ``~/.offload``."""
+    return Path(os.environ.get("OFFLOAD_HOME") or Path.home() / ".offload")
+
+
+def default_database_url() -> str:
+    """``$OFFLOAD_DATABASE_URL`` or the embedded SQLite file under :func:`offload_home`."""
+    url = os.environ.get("OFFLOAD_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{offload_home() / 'offload.db'}"
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime knobs; ``Settings.from_env()`` reads ``OFFLOAD_*``."""
+
+    database_url: str = field(default_factory=default_database_url)
+    url: str | None = None
+    token: str | None = None
+    lease_ttl_s: float = 30.0
+    aging_interval_s: float = 60.0
+    max_input_bytes: int = 1_000_000
+    imports: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Build settings from the process environment."""
+        imports = tuple(
+            m.strip() for m in os.environ.get("OFFLOAD_IMPORTS", "").split(",") if m.strip()
+        )
+        return cls(
+            database_url=default_database_url(),
+            url=os.environ.get("OFFLOAD_URL") or None,
+            token=os.environ.get("OFFLOAD_TOKEN") or None,
+            lease_ttl_s=_float_env("OFFLOAD_LEASE_TTL", 30.0),
+            aging_interval_s=_float_env("OFFLOAD_AGING_INTERVAL", 60.0),
+            imports=imports,
+        )

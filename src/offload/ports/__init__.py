@@ -1,0 +1,1 @@
+"""Ports: the protocols core services depend on (store, clock)."""

@@ -1,0 +1,161 @@
+"""The storage port. One small protocol; each backend implements it once (PRODUCT.md §6).
+
+Every method is one transaction. Status changes are conditional updates checked against
+:mod:`offload.domain.status`, dependency and retry rules come from :mod:`offload.domain.rules`,
+and each change appends to the task event log in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from offload.domain.models import (
+    Ack,
+    Agent,
+    AgentRegistration,
+    ClaimRequest,
+    Completion,
+    Failure,
+    LeaseRef,
+    LeaseState,
+    ProgressUpdate,
+    Stats,
+    Task,
+    TaskEvent,
+    TaskFilter,
+)
+
+
+class Store(Protocol):
+    """Durable task storage with lease-based claims."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    async def schema_version(self) -> int:
+        """The newest migration applied."""
+        ...
+
+    async def allowed_statuses(self) -> set[str]:
+        """Status values the database itself accepts (its CHECK constraint)."""
+        ...
+
+    # -- tasks -------------------------------------------------------------
+    async def insert_tasks(self, tasks: Sequence[Task], now: float) -> list[Task]:
+        """Insert all or none.
+
+        ``depends_on`` may name existing tasks of the same owner or earlier tasks of the
+        batch. The store sets each task's initial status from its dependencies' current
+        state (``blocked``/``scheduled``/``queued``, or ``cancelled`` if one can no longer
+        hold). A task whose ``(owner, idempotency_key)`` exists already is returned as
+        stored instead of inserted. Unknown dependency ids raise ``DependencyError``.
+        """
+        ...
+
+    async def get_task(self, task_id: str, owner: str | None = None) -> Task | None:
+        """One task (with ``children``), or None. ``owner`` restricts to that owner's."""
+        ...
+
+    async def list_tasks(self, flt: TaskFilter) -> tuple[list[Task], int]:
+        """A page of tasks, newest first, and the total matching."""
+        ...
+
+    async def events(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[TaskEvent]:
+        """A task's events after ``after_seq``, oldest first."""
+        ...
+
+    async def events_since(self, after_seq: int, limit: int = 1000) -> list[TaskEvent]:
+        """Every task's events after ``after_seq`` (the live stream's source)."""
+        ...
+
+    # -- the worker protocol ---------------------------------------------------
+    async def claim(self, req: ClaimRequest, now: float) -> list[Task]:
+        """Lease up to ``req.max`` eligible queued tasks, best first, and mark them running."""
+        ...
+
+    async def heartbeat(self, leases: Sequence[LeaseRef], ttl_s: float, now: float) -> list[LeaseState]:
+        """Extend live leases; report stale ones and pending cancel/pause requests."""
+        ...
+
+    async def progress(self, update: ProgressUpdate, now: float) -> LeaseState:
+        """Record progress, a log line, a checkpoint or an artifact (fenced by the lease)."""
+        ...
+
+    async def complete(self, items: Sequence[Completion], now: float) -> list[Ack]:
+        """Finish attempts successfully; resolves dependents and workflow parents."""
+        ...
+
+    async def fail(self, items: Sequence[Failure], now: float) -> list[Ack]:
+        """Record failed attempts; the retry rule decides retry or dead-letter."""
+        ...
+
+    async def release(self, leases: Sequence[LeaseRef], now: float) -> list[Ack]:
+        """Hand leases back without spending an attempt (graceful shutdown)."""
+        ...
+
+    # -- control -----------------------------------------------------------
+    async def cancel(self, task_id: str, now: float, *, owner: str | None, actor: str | None,
+                     reason: str | None) -> Task:
+        """Cancel now, or ask the holder to stop if the task is running."""
+        ...
+
+    async def pause(self, task_id: str, now: float, *, owner: str | None, actor: str | None) -> Task:
+        """Pause a pending task now, or ask the holder to stop if it is running."""
+        ...
+
+    async def resume(self, task_id: str, now: float, *, owner: str | None, actor: str | None) -> Task:
+        """Return a paused task to blocked/scheduled/queued as its state requires."""
+        ...
+
+    async def retry(self, task_ids: Sequence[str], now: float, *, owner: str | None,
+                    actor: str | None) -> list[Task]:
+        """Move failed/cancelled tasks back to the queue with a fresh attempt budget."""
+        ...
+
+    async def maintain(self, now: float) -> dict[str, int]:
+        """Reap expired leases, promote due scheduled tasks, fail tasks past their deadline.
+
+        Idempotent and safe to run from any number of processes at once.
+        """
+        ...
+
+    # -- insight -----------------------------------------------------------
+    async def stats(self, now: float, owner: str | None = None) -> Stats:
+        """Counts by status and per-type figures."""
+        ...
+
+    async def mean_durations(self) -> dict[str, float]:
+        """Mean run time of recent completed tasks, by type (for estimates)."""
+        ...
+
+    # -- agents ------------------------------------------------------------
+    async def register_agent(self, reg: AgentRegistration, now: float) -> Agent:
+        """Create or update an agent record."""
+        ...
+
+    async def agent_heartbeat(self, agent_id: str, metadata: dict[str, object] | None,
+                              now: float) -> Agent:
+        """Mark an agent alive (back online if it was offline)."""
+        ...
+
+    async def deregister_agent(self, agent_id: str, now: float) -> None:
+        """Mark an agent offline (its leases expire normally)."""
+        ...
+
+    async def list_agents(self) -> list[Agent]:
+        """Every agent with its live load."""
+        ...
+
+    # -- change notification ---------------------------------------------------
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Return True when the data may have changed (another writer committed), or False
+        after ``timeout`` seconds. Cheap enough to call in a loop."""
+        ...
