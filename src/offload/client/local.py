@@ -1,0 +1,152 @@
+"""The local client: the SDK talking straight to the service and the embedded store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from offload.core.service import QueueService
+from offload.domain.models import (
+    Ack,
+    Agent,
+    AgentRegistration,
+    ClaimRequest,
+    Completion,
+    Failure,
+    LeaseRef,
+    LeaseState,
+    ProgressUpdate,
+    Stats,
+    Task,
+    TaskEvent,
+    TaskFilter,
+    TaskPage,
+    TaskSpec,
+    TaskTypeInfo,
+    WorkflowSpec,
+)
+
+
+class LocalClient:
+    """:class:`offload.client.base.AsyncClient` over an in-process :class:`QueueService`."""
+
+    def __init__(self, service: QueueService, *, owner: str | None = None) -> None:
+        self.service = service
+        self.owner = owner
+
+    async def submit(self, task_type: str, input: Any = None, **options: Any) -> Task:
+        """Create one task."""
+        spec = TaskSpec.model_validate({"type": task_type, "input": input or {}, **options})
+        return await self.service.submit(spec, self.owner)
+
+    async def submit_spec(self, spec: TaskSpec) -> Task:
+        """Create one task from a spec."""
+        return await self.service.submit(spec, self.owner)
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Task]:
+        """Create up to 1,000 tasks atomically."""
+        return await self.service.submit_many(specs, self.owner)
+
+    async def submit_workflow(self, spec: WorkflowSpec) -> Task:
+        """Create a workflow."""
+        return await self.service.submit_workflow(spec, self.owner)
+
+    async def get(self, task_id: str) -> Task:
+        """One task."""
+        return await self.service.get(task_id, self.owner)
+
+    async def list(self, flt: TaskFilter | None = None, **filters: Any) -> TaskPage:
+        """A page of tasks."""
+        return await self.service.list(flt or TaskFilter(**filters), self.owner)
+
+    async def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[TaskEvent]:
+        """A task's events."""
+        return await self.service.events(task_id, after, limit, self.owner)
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Until terminal."""
+        return await self.service.wait(task_id, timeout, self.owner)
+
+    async def watch(self, task_id: str, after: int = 0, timeout: float = 30.0) -> list[TaskEvent]:
+        """Long-poll events."""
+        return await self.service.watch(task_id, after, timeout, self.owner)
+
+    async def cancel(self, task_id: str, reason: str | None = None) -> Task:
+        """Cancel."""
+        return await self.service.cancel(task_id, reason, owner=self.owner, actor=self.owner)
+
+    async def pause(self, task_id: str) -> Task:
+        """Pause."""
+        return await self.service.pause(task_id, owner=self.owner, actor=self.owner)
+
+    async def resume(self, task_id: str) -> Task:
+        """Resume."""
+        return await self.service.resume(task_id, owner=self.owner, actor=self.owner)
+
+    async def retry(self, task_id: str) -> Task:
+        """Retry one."""
+        return await self.service.retry(task_id, owner=self.owner, actor=self.owner)
+
+    async def retry_many(self, flt: TaskFilter) -> list[Task]:
+        """Retry matching dead-letter tasks."""
+        return await self.service.retry_many(flt, owner=self.owner, actor=self.owner)
+
+    async def stats(self) -> Stats:
+        """Statistics."""
+        return await self.service.stats(self.owner)
+
+    async def task_types(self) -> list[TaskTypeInfo]:
+        """Catalogue."""
+        return self.service.task_types()
+
+    async def register_agent(self, reg: AgentRegistration) -> Agent:
+        """Register an agent."""
+        return await self.service.register_agent(reg)
+
+    async def agent_heartbeat(self, agent_id: str, metadata: dict[str, Any] | None = None) -> Agent:
+        """Agent liveness."""
+        return await self.service.agent_heartbeat(agent_id, metadata)
+
+    async def deregister_agent(self, agent_id: str) -> None:
+        """Agent leaving."""
+        await self.service.deregister_agent(agent_id)
+
+    async def list_agents(self) -> list[Agent]:
+        """Agents."""
+        return await self.service.list_agents()
+
+    async def claim(self, req: ClaimRequest) -> list[Task]:
+        """Lease work."""
+        return await self.service.claim(req)
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Until the database changes."""
+        return await self.service.wait_for_work(timeout)
+
+    async def heartbeat(self, leases: Sequence[LeaseRef], ttl_s: float) -> list[LeaseState]:
+        """Extend leases."""
+        return await self.service.heartbeat(leases, ttl_s)
+
+    async def progress(self, update: ProgressUpdate) -> LeaseState:
+        """Report progress."""
+        return await self.service.progress(update)
+
+    async def complete(self, items: Sequence[Completion]) -> list[Ack]:
+        """Report successes."""
+        return await self.service.complete(items)
+
+    async def fail(self, items: Sequence[Failure]) -> list[Ack]:
+        """Report failures."""
+        return await self.service.fail(items)
+
+    async def release(self, leases: Sequence[LeaseRef]) -> list[Ack]:
+        """Hand leases back."""
+        return await self.service.release(leases)
+
+    async def maintain(self) -> dict[str, int]:
+        """One maintenance pass."""
+        return await self.service.maintain()
+
+    async def close(self) -> None:
+        """Close the store."""
+        await self.service.store.close()

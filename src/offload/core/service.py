@@ -1,0 +1,407 @@
+"""The queue service: the one place adapters (SDK, CLI, API, MCP, workers) go through.
+
+It turns caller specs into task records (type lookup, input validation, defaults,
+estimates, DAG checks) and delegates every state change to the store, which applies the
+domain's transition and retry rules atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from offload.core.registry import Registry, TaskType
+from offload.domain.errors import (
+    DependencyError,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    WaitTimeout,
+)
+from offload.domain.ids import new_id
+from offload.domain.models import (
+    MAX_BULK,
+    Ack,
+    Agent,
+    AgentRegistration,
+    ClaimRequest,
+    Completion,
+    Dependency,
+    Failure,
+    LeaseRef,
+    LeaseState,
+    ProgressUpdate,
+    Requester,
+    RequesterKind,
+    RetryPolicy,
+    Stats,
+    Task,
+    TaskEvent,
+    TaskFilter,
+    TaskPage,
+    TaskSpec,
+    TaskTypeInfo,
+    WorkflowSpec,
+)
+from offload.domain.rules import check_acyclic, find_refs, validate_json_size
+from offload.domain.settings import Settings
+from offload.domain.status import Status
+from offload.ports.clock import Clock, SystemClock
+from offload.ports.store import Store
+
+WORKFLOW_TYPE = "workflow"
+_ESTIMATE_REFRESH_S = 30.0
+_COMPLEXITY_ESTIMATE_S = {"simple": 10.0, "moderate": 120.0, "complex": 900.0}
+
+
+class QueueService:
+    """Submit, read, control and work tasks. Every method is async; one store underneath."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        clock: Clock | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock: Clock = clock or SystemClock()
+        self.settings = settings or Settings()
+        self._estimates: dict[str, float] = {}
+        self._estimates_at = float("-inf")
+
+    # ------------------------------------------------------------------ building tasks
+    async def _estimate(self, tt: TaskType, spec: TaskSpec) -> float:
+        """Mean of that type's recent run times; a heuristic until there is history."""
+        now = time.monotonic()
+        if now - self._estimates_at > _ESTIMATE_REFRESH_S:
+            self._estimates_at = now
+            self._estimates = await self.store.mean_durations()
+        if tt.name in self._estimates:
+            return round(self._estimates[tt.name], 3)
+        if spec.complexity is not None:
+            return _COMPLEXITY_ESTIMATE_S[spec.complexity.value]
+        if tt.executable:
+            return 1.0
+        # Free-form work for agents: longer descriptions tend to mean longer jobs.
+        text = len(spec.description or "") + len(spec.instructions or "")
+        return round(60.0 + 0.5 * text, 1)
+
+    def _validated_input(self, tt: TaskType, spec: TaskSpec) -> Any:
+        validate_json_size(spec.input, self.settings.max_input_bytes, "input")
+        if find_refs(spec.input):
+            # Workflow inputs referencing upstream results are checked once resolved.
+            if not isinstance(spec.input, dict):
+                raise InvalidInput("input must be a JSON object", field="input")
+            return spec.input
+        return tt.validate_input(spec.input)
+
+    async def _build(self, spec: TaskSpec, owner: str | None, now: float,
+                     *, parent_id: str | None = None, task_id: str | None = None,
+                     depends_on: list[Dependency] | None = None) -> Task:
+        if spec.type == WORKFLOW_TYPE:
+            raise InvalidInput("submit workflows with submit_workflow (POST /v1/workflows)",
+                               field="type")
+        tt = self.registry.get(spec.type)
+        task_input = self._validated_input(tt, spec)
+        owner = spec.owner if owner is None else owner
+        requester = spec.requester or Requester(kind=RequesterKind.HUMAN, id=owner)
+        capabilities = sorted(set(tt.capabilities) | set(spec.capabilities or []))
+        queue = spec.queue if spec.queue != "default" else tt.queue
+        nowdt = datetime.fromtimestamp(now, UTC)
+        if spec.deadline is not None and spec.deadline.timestamp() <= now:
+            raise InvalidInput("deadline is in the past", field="deadline")
+        return Task(
+            id=task_id or new_id(), type=tt.name, title=spec.title or _default_title(spec),
+            description=spec.description, instructions=spec.instructions, input=task_input,
+            tags=spec.tags, queue=queue, owner=owner, requester=requester,
+            priority=spec.priority, capabilities=capabilities, agent_id=spec.agent_id,
+            depends_on=depends_on if depends_on is not None else spec.depends_on,
+            parent_id=parent_id, ref=spec.ref, status=Status.QUEUED,
+            max_retries=spec.max_retries if spec.max_retries is not None else tt.max_retries,
+            retry=spec.retry or tt.retry or _default_retry(),
+            timeout_s=spec.timeout_s if spec.timeout_s is not None else tt.timeout_s,
+            run_at=spec.run_at, deadline=spec.deadline, created_at=nowdt, updated_at=nowdt,
+            estimated_duration_s=await self._estimate(tt, spec),
+            idempotency_key=spec.idempotency_key,
+            cache_ttl_s=spec.cache_ttl_s if spec.cache_ttl_s is not None else tt.cache_ttl_s,
+            complexity=spec.complexity, metadata=spec.metadata, review=spec.review,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ submit
+    async def submit(self, spec: TaskSpec, owner: str | None = None) -> Task:
+        """Create one task (durable once this returns)."""
+        return (await self.submit_many([spec], owner))[0]
+
+    async def submit_many(self, specs: Sequence[TaskSpec], owner: str | None = None) -> list[Task]:
+        """Create up to 1,000 tasks in one transaction: all or none."""
+        if not specs:
+            return []
+        if len(specs) > MAX_BULK:
+            raise TooLarge(f"{len(specs)} tasks in one batch; the limit is {MAX_BULK}",
+                           details={"limit": MAX_BULK, "size": len(specs)})
+        now = self.clock.now()
+        tasks = []
+        for i, spec in enumerate(specs):
+            try:
+                tasks.append(await self._build(spec, owner, now))
+            except InvalidInput as exc:
+                if len(specs) > 1:
+                    exc.message = f"task #{i}: {exc.message}"
+                    exc.args = (exc.message,)
+                    exc.details["index"] = i
+                raise
+        return await self.store.insert_tasks(tasks, now)
+
+    async def submit_workflow(self, spec: WorkflowSpec, owner: str | None = None) -> Task:
+        """Create a parent (type ``workflow``) and its children in one transaction."""
+        now = self.clock.now()
+        owner = spec.owner if owner is None else owner
+        refs: dict[str, str] = {}
+        for i, child in enumerate(spec.tasks):
+            ref = child.ref or f"task{i + 1}"
+            if ref in refs:
+                raise InvalidInput(f"duplicate ref {ref!r} in workflow", field=f"tasks.{i}.ref")
+            refs[ref] = new_id()
+        # Edges by ref: explicit depends_on plus implicit ones from $ref inputs.
+        deps_by_ref: dict[str, list[Dependency]] = {}
+        graph: dict[str, list[str]] = {}
+        for i, child in enumerate(spec.tasks):
+            ref = child.ref or f"task{i + 1}"
+            deps: list[Dependency] = []
+            for d in child.depends_on:
+                target = refs.get(d.task_id, d.task_id)
+                if d.task_id == ref:
+                    raise DependencyError(f"task {ref!r} depends on itself",
+                                          field=f"tasks.{i}.depends_on")
+                deps.append(d.model_copy(update={"task_id": target}))
+            named = {d.task_id for d in deps}
+            for name in sorted(find_refs(child.input)):
+                if name not in refs:
+                    raise InvalidInput(f"$ref to unknown task {name!r} in workflow",
+                                       field=f"tasks.{i}.input")
+                if refs[name] not in named:
+                    deps.append(Dependency(task_id=refs[name]))
+            deps_by_ref[ref] = deps
+            graph[ref] = [r for r, tid in refs.items() if tid in {d.task_id for d in deps}]
+        check_acyclic(graph)
+        parent_id = new_id()
+        nowdt = datetime.fromtimestamp(now, UTC)
+        parent = Task(
+            id=parent_id, type=WORKFLOW_TYPE, title=spec.title or f"workflow of {len(refs)} tasks",
+            description=spec.description, input={"tasks": list(refs)}, tags=spec.tags,
+            queue=spec.queue, owner=owner,
+            requester=spec.requester or Requester(kind=RequesterKind.HUMAN, id=owner),
+            priority=spec.priority, status=Status.RUNNING, created_at=nowdt, updated_at=nowdt,
+            started_at=nowdt, idempotency_key=spec.idempotency_key, metadata=spec.metadata,
+            max_retries=0,
+        )  # fmt: skip
+        children: dict[str, Task] = {}
+        for i, child in enumerate(spec.tasks):
+            ref = child.ref or f"task{i + 1}"
+            spec_i = child.model_copy(update={
+                "ref": ref, "owner": owner,
+                "priority": child.priority if "priority" in child.model_fields_set
+                else spec.priority,
+            })  # fmt: skip
+            try:
+                children[ref] = await self._build(spec_i, owner, now, parent_id=parent_id,
+                                                  task_id=refs[ref], depends_on=deps_by_ref[ref])
+            except InvalidInput as exc:
+                exc.message = f"task {ref!r}: {exc.message}"
+                exc.args = (exc.message,)
+                raise
+        ordered = [children[r] for r in _topological(graph)]
+        stored = await self.store.insert_tasks([parent, *ordered], now)
+        if stored[0].id != parent_id:
+            return stored[0]  # idempotent replay of an earlier workflow submit
+        return await self.get(parent_id, owner)
+
+    # ------------------------------------------------------------------ read
+    async def get(self, task_id: str, owner: str | None = None) -> Task:
+        """One task, or :class:`NotFound`."""
+        task = await self.store.get_task(task_id, owner)
+        if task is None:
+            raise NotFound("task", task_id)
+        return task
+
+    async def list(self, flt: TaskFilter, owner: str | None = None) -> TaskPage:
+        """A page of tasks (owner-restricted unless ``owner`` is None)."""
+        if owner is not None:
+            flt = flt.model_copy(update={"owner": owner})
+        tasks, total = await self.store.list_tasks(flt)
+        return TaskPage(tasks=tasks, total=total, limit=flt.limit, offset=flt.offset)
+
+    async def events(self, task_id: str, after: int = 0, limit: int = 1000,
+                     owner: str | None = None) -> list[TaskEvent]:
+        """A task's event log."""
+        if owner is not None:
+            await self.get(task_id, owner)
+        return await self.store.events(task_id, after, limit)
+
+    async def wait(self, task_id: str, timeout: float | None = None,
+                   owner: str | None = None) -> Task:
+        """Until the task is terminal (or :class:`WaitTimeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            task = await self.get(task_id, owner)
+            if task.done:
+                return task
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(task_id, task.status.value, timeout or 0.0)
+            await self.store.wait_for_change(min(remaining, 1.0))
+
+    async def watch(self, task_id: str, after: int = 0, timeout: float = 30.0,
+                    owner: str | None = None) -> list[TaskEvent]:
+        """Events after ``after``; waits up to ``timeout`` for the first one."""
+        await self.get(task_id, owner)
+        deadline = time.monotonic() + timeout
+        while True:
+            events = await self.store.events(task_id, after)
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0:
+                return events
+            await self.store.wait_for_change(min(remaining, 1.0))
+
+    async def stats(self, owner: str | None = None) -> Stats:
+        """Counts and per-type figures."""
+        return await self.store.stats(self.clock.now(), owner)
+
+    def task_types(self) -> list[TaskTypeInfo]:
+        """The catalogue."""
+        return self.registry.infos()
+
+    # ------------------------------------------------------------------ control
+    async def cancel(self, task_id: str, reason: str | None = None, *, owner: str | None = None,
+                     actor: str | None = None) -> Task:
+        """Cancel (running tasks are asked to stop)."""
+        return await self.store.cancel(task_id, self.clock.now(), owner=owner, actor=actor,
+                                       reason=reason)
+
+    async def pause(self, task_id: str, *, owner: str | None = None,
+                    actor: str | None = None) -> Task:
+        """Pause."""
+        return await self.store.pause(task_id, self.clock.now(), owner=owner, actor=actor)
+
+    async def resume(self, task_id: str, *, owner: str | None = None,
+                     actor: str | None = None) -> Task:
+        """Resume."""
+        return await self.store.resume(task_id, self.clock.now(), owner=owner, actor=actor)
+
+    async def retry(self, task_id: str, *, owner: str | None = None,
+                    actor: str | None = None) -> Task:
+        """Retry one failed or cancelled task."""
+        return (await self.store.retry([task_id], self.clock.now(), owner=owner,
+                                       actor=actor))[0]
+
+    async def retry_many(self, flt: TaskFilter, *, owner: str | None = None,
+                         actor: str | None = None) -> list[Task]:
+        """Retry every dead-letter task matching the filter (at most 1,000 per call)."""
+        flt = flt.model_copy(update={"status": flt.status or ["failed"], "offset": 0,
+                                     "limit": min(flt.limit, MAX_BULK)})
+        page = await self.list(flt, owner)
+        ids = [t.id for t in page.tasks]
+        if not ids:
+            return []
+        return await self.store.retry(ids, self.clock.now(), owner=owner, actor=actor)
+
+    # ------------------------------------------------------------------ worker protocol
+    async def register_agent(self, reg: AgentRegistration) -> Agent:
+        """Register or update an agent."""
+        return await self.store.register_agent(reg, self.clock.now())
+
+    async def agent_heartbeat(self, agent_id: str, metadata: dict[str, Any] | None = None) -> Agent:
+        """Agent liveness."""
+        return await self.store.agent_heartbeat(agent_id, metadata, self.clock.now())
+
+    async def deregister_agent(self, agent_id: str) -> None:
+        """Agent going away."""
+        await self.store.deregister_agent(agent_id, self.clock.now())
+
+    async def list_agents(self) -> list[Agent]:
+        """All agents."""
+        return await self.store.list_agents()
+
+    async def claim(self, req: ClaimRequest) -> list[Task]:
+        """Lease work."""
+        return await self.store.claim(req, self.clock.now())
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Until the database changes or ``timeout``."""
+        return await self.store.wait_for_change(timeout)
+
+    async def heartbeat(self, leases: Sequence[LeaseRef], ttl_s: float) -> list[LeaseState]:
+        """Extend leases."""
+        return await self.store.heartbeat(leases, ttl_s, self.clock.now())
+
+    async def progress(self, update: ProgressUpdate) -> LeaseState:
+        """Progress of a leased task."""
+        return await self.store.progress(update, self.clock.now())
+
+    async def complete(self, items: Sequence[Completion]) -> list[Ack]:
+        """Successful attempts."""
+        return await self.store.complete(items, self.clock.now())
+
+    async def fail(self, items: Sequence[Failure]) -> list[Ack]:
+        """Failed attempts."""
+        return await self.store.fail(items, self.clock.now())
+
+    async def release(self, leases: Sequence[LeaseRef]) -> list[Ack]:
+        """Hand leases back."""
+        return await self.store.release(leases, self.clock.now())
+
+    async def maintain(self) -> dict[str, int]:
+        """Reaper, promotions, deadlines."""
+        return await self.store.maintain(self.clock.now())
+
+    async def run_maintenance(self, interval_s: float = 1.0,
+                              stop: asyncio.Event | None = None) -> None:
+        """Run :meth:`maintain` every ``interval_s`` until ``stop`` is set."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            await self.maintain()
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except TimeoutError:
+                pass
+
+
+def _default_title(spec: TaskSpec) -> str | None:
+    if spec.description:
+        first = spec.description.strip().splitlines()[0] if spec.description.strip() else ""
+        return first[:120] or None
+    return None
+
+
+def _default_retry() -> RetryPolicy:
+    return RetryPolicy()
+
+
+def _topological(graph: dict[str, list[str]]) -> list[str]:
+    """Refs ordered so every task comes after its dependencies (graph is acyclic)."""
+    order: list[str] = []
+    seen: set[str] = set()
+    for root in graph:
+        if root in seen:
+            continue
+        # Iterative DFS: long chains must not hit the recursion limit.
+        stack: list[tuple[str, int]] = [(root, 0)]
+        seen.add(root)
+        while stack:
+            node, i = stack[-1]
+            deps = graph.get(node, [])
+            if i < len(deps):
+                stack[-1] = (node, i + 1)
+                if deps[i] not in seen:
+                    seen.add(deps[i])
+                    stack.append((deps[i], 0))
+            else:
+                stack.pop()
+                order.append(node)
+    return order

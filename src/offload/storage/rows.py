@@ -1,0 +1,121 @@
+"""Conversions between domain models and database rows, shared by every backend.
+
+Times are stored as epoch seconds and JSON as text, so both backends keep one row shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from offload.domain.models import Agent, Task, TaskEvent
+from offload.domain.status import Status
+
+#: Columns written on insert, in order.
+TASK_INSERT_COLUMNS: tuple[str, ...] = (
+    "id", "type", "title", "description", "instructions", "input", "tags", "queue", "owner",
+    "requester", "priority", "capabilities", "caps_key", "agent_id", "depends_on", "parent_id",
+    "ref", "status", "max_retries", "retry", "timeout_s", "run_at", "deadline", "error",
+    "result", "cache_hit", "created_at", "updated_at", "queued_at", "started_at", "finished_at",
+    "estimated_duration_s", "idempotency_key", "cache_ttl_s", "complexity", "metadata",
+    "review", "sort_key",
+)  # fmt: skip
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a column."""
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str | bytes | None) -> Any:
+    """Parse a JSON column (None stays None)."""
+    if text is None:
+        return None
+    return orjson.loads(text)
+
+
+def ts(value: datetime | None) -> float | None:
+    """Epoch seconds from an aware datetime."""
+    return None if value is None else value.timestamp()
+
+
+def dt(value: float | None) -> datetime | None:
+    """Aware UTC datetime from epoch seconds."""
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def caps_key(capabilities: list[str]) -> str:
+    """Normalised capability set; '' means "anyone may claim it"."""
+    return ",".join(sorted(set(capabilities)))
+
+
+def task_to_row(t: Task) -> tuple[Any, ...]:
+    """Row values (in :data:`TASK_INSERT_COLUMNS` order) for a new task."""
+    return (
+        t.id, t.type, t.title, t.description, t.instructions, dumps(t.input), dumps(t.tags),
+        t.queue, t.owner, t.requester.model_dump_json(), t.priority, dumps(t.capabilities),
+        caps_key(t.capabilities), t.agent_id,
+        dumps([d.model_dump(mode="json", exclude_none=True) for d in t.depends_on]),
+        t.parent_id, t.ref, t.status.value, t.max_retries, t.retry.model_dump_json(),
+        t.timeout_s, ts(t.run_at), ts(t.deadline),
+        t.error.model_dump_json() if t.error else None,
+        dumps(t.result) if t.result is not None else None, int(t.cache_hit),
+        ts(t.created_at), ts(t.updated_at), ts(t.queued_at), ts(t.started_at),
+        ts(t.finished_at), t.estimated_duration_s, t.idempotency_key, t.cache_ttl_s,
+        t.complexity.value if t.complexity else None, dumps(t.metadata),
+        t.review.model_dump_json() if t.review else None, 0.0,
+    )  # fmt: skip
+
+
+def row_to_task(r: Mapping[str, Any], children: list[str] | None = None) -> Task:
+    """A :class:`Task` from a full ``tasks`` row."""
+    lease = None
+    if r["lease_id"] is not None:
+        lease = {"id": r["lease_id"], "holder": r["lease_holder"],
+                 "expires_at": dt(r["lease_expires_at"])}
+    data: dict[str, Any] = {
+        "id": r["id"], "type": r["type"], "title": r["title"], "description": r["description"],
+        "instructions": r["instructions"], "input": loads(r["input"]), "tags": loads(r["tags"]),
+        "queue": r["queue"], "owner": r["owner"], "requester": loads(r["requester"]) or {},
+        "priority": r["priority"], "capabilities": loads(r["capabilities"]),
+        "agent_id": r["agent_id"], "assignment": loads(r["assignment"]),
+        "depends_on": loads(r["depends_on"]), "parent_id": r["parent_id"], "ref": r["ref"],
+        "children": children or [], "status": Status(r["status"]), "attempt": r["attempt"],
+        "max_retries": r["max_retries"], "retry": loads(r["retry"]) or {},
+        "timeout_s": r["timeout_s"], "run_at": dt(r["run_at"]), "deadline": dt(r["deadline"]),
+        "lease": lease, "cancel_requested": bool(r["cancel_requested"]),
+        "pause_requested": bool(r["pause_requested"]), "progress": r["progress"],
+        "current_step": r["current_step"], "checkpoints": loads(r["checkpoints"]),
+        "artifacts": loads(r["artifacts"]), "result": loads(r["result"]),
+        "error": loads(r["error"]), "errors": loads(r["errors"]), "review": loads(r["review"]),
+        "cache_hit": bool(r["cache_hit"]), "created_at": dt(r["created_at"]),
+        "updated_at": dt(r["updated_at"]), "queued_at": dt(r["queued_at"]),
+        "started_at": dt(r["started_at"]), "finished_at": dt(r["finished_at"]),
+        "estimated_duration_s": r["estimated_duration_s"],
+        "actual_duration_s": r["actual_duration_s"], "idempotency_key": r["idempotency_key"],
+        "cache_ttl_s": r["cache_ttl_s"], "complexity": r["complexity"],
+        "metadata": loads(r["metadata"]) or {},
+    }  # fmt: skip
+    return Task.model_validate(data)
+
+
+def row_to_event(r: Mapping[str, Any]) -> TaskEvent:
+    """A :class:`TaskEvent` from a ``task_events`` row."""
+    return TaskEvent(seq=r["seq"], task_id=r["task_id"], at=dt(r["at"]) or datetime.now(UTC),
+                     kind=r["kind"], actor=r["actor"], data=loads(r["data"]))
+
+
+def row_to_agent(r: Mapping[str, Any]) -> Agent:
+    """An :class:`Agent` from an ``agents`` row plus computed load/history columns."""
+    return Agent.model_validate({
+        "id": r["id"], "name": r["name"], "kind": r["kind"],
+        "capabilities": loads(r["capabilities"]) or {}, "max_concurrency": r["max_concurrency"],
+        "queues": loads(r["queues"]) or ["default"], "status": r["status"],
+        "last_heartbeat": dt(r["last_heartbeat"]), "endpoint": r["endpoint"],
+        "metadata": loads(r["metadata"]) or {}, "load": r["load"] or 0,
+        "completed": r["completed"] or 0, "failed": r["failed"] or 0,
+        "mean_duration_s": r["mean_duration_s"], "created_at": dt(r["created_at"]),
+    })  # fmt: skip
