@@ -160,7 +160,7 @@ def model_from_signature(name: str, fn: Callable[..., Any]) -> tuple[type[BaseMo
     """
     sig = inspect.signature(fn)
     try:
-        hints = get_type_hints(fn)
+        hints = get_type_hints(fn, include_extras=True)  # keep Annotated[..., Field(...)] limits
     except Exception:  # noqa: BLE001 - unresolved forward refs: fall back to Any
         hints = {}
     params = [p for p in sig.parameters.values() if p.name != CONTEXT_PARAM]

@@ -74,8 +74,18 @@ class QueueService:
         self.settings = settings or Settings()
         self._estimates: dict[str, float] = {}
         self._estimates_at = float("-inf")
+        self._requesters: dict[str | None, Requester] = {}
 
     # ------------------------------------------------------------------ building tasks
+    def _requester(self, owner: str | None) -> Requester:
+        # Shared instances let the store serialise one requester per batch, not per task.
+        cached = self._requesters.get(owner)
+        if cached is None:
+            cached = self._requesters[owner] = Requester(kind=RequesterKind.HUMAN, id=owner)
+            if len(self._requesters) > 1024:
+                self._requesters.clear()
+        return cached
+
     async def _estimate(self, tt: TaskType, spec: TaskSpec) -> float:
         """Mean of that type's recent run times; a heuristic until there is history."""
         now = time.monotonic()
@@ -110,13 +120,14 @@ class QueueService:
         tt = self.registry.get(spec.type)
         task_input = self._validated_input(tt, spec)
         owner = spec.owner if owner is None else owner
-        requester = spec.requester or Requester(kind=RequesterKind.HUMAN, id=owner)
+        requester = spec.requester or self._requester(owner)
         capabilities = sorted(set(tt.capabilities) | set(spec.capabilities or []))
         queue = spec.queue if spec.queue != "default" else tt.queue
         nowdt = datetime.fromtimestamp(now, UTC)
         if spec.deadline is not None and spec.deadline.timestamp() <= now:
             raise InvalidInput("deadline is in the past", field="deadline")
-        return Task(
+        # Every value is validated already (spec, registry, our own): construct, don't re-check.
+        return Task.trusted(
             id=task_id or new_id(), type=tt.name, title=spec.title or _default_title(spec),
             description=spec.description, instructions=spec.instructions, input=task_input,
             tags=spec.tags, queue=queue, owner=owner, requester=requester,
@@ -124,13 +135,17 @@ class QueueService:
             depends_on=depends_on if depends_on is not None else spec.depends_on,
             parent_id=parent_id, ref=spec.ref, status=Status.QUEUED,
             max_retries=spec.max_retries if spec.max_retries is not None else tt.max_retries,
-            retry=spec.retry or tt.retry or _default_retry(),
+            retry=spec.retry or tt.retry or _DEFAULT_RETRY,
             timeout_s=spec.timeout_s if spec.timeout_s is not None else tt.timeout_s,
             run_at=spec.run_at, deadline=spec.deadline, created_at=nowdt, updated_at=nowdt,
             estimated_duration_s=await self._estimate(tt, spec),
             idempotency_key=spec.idempotency_key,
             cache_ttl_s=spec.cache_ttl_s if spec.cache_ttl_s is not None else tt.cache_ttl_s,
             complexity=spec.complexity, metadata=spec.metadata, review=spec.review,
+            children=[], lease=None, assignment=None, attempt=0, checkpoints=[], artifacts=[],
+            result=None, error=None, errors=[], cache_hit=False, progress=0.0,
+            current_step=None, queued_at=None, started_at=None, finished_at=None,
+            actual_duration_s=None, cancel_requested=False, pause_requested=False,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ submit
@@ -379,8 +394,7 @@ def _default_title(spec: TaskSpec) -> str | None:
     return None
 
 
-def _default_retry() -> RetryPolicy:
-    return RetryPolicy()
+_DEFAULT_RETRY = RetryPolicy()
 
 
 def _topological(graph: dict[str, list[str]]) -> list[str]:

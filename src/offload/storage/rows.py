@@ -52,14 +52,26 @@ def caps_key(capabilities: list[str]) -> str:
     return ",".join(sorted(set(capabilities)))
 
 
-def task_to_row(t: Task) -> tuple[Any, ...]:
+def _json_of(model: Any, memo: dict[int, str] | None) -> str:
+    # Bulk submits share requester/retry objects: serialise each once per batch.
+    if memo is None:
+        return str(model.model_dump_json())
+    key = id(model)
+    out = memo.get(key)
+    if out is None:
+        out = memo[key] = model.model_dump_json()
+    return out
+
+
+def task_to_row(t: Task, memo: dict[int, str] | None = None) -> tuple[Any, ...]:
     """Row values (in :data:`TASK_INSERT_COLUMNS` order) for a new task."""
     return (
         t.id, t.type, t.title, t.description, t.instructions, dumps(t.input), dumps(t.tags),
-        t.queue, t.owner, t.requester.model_dump_json(), t.priority, dumps(t.capabilities),
+        t.queue, t.owner, _json_of(t.requester, memo), t.priority, dumps(t.capabilities),
         caps_key(t.capabilities), t.agent_id,
-        dumps([d.model_dump(mode="json", exclude_none=True) for d in t.depends_on]),
-        t.parent_id, t.ref, t.status.value, t.max_retries, t.retry.model_dump_json(),
+        dumps([d.model_dump(mode="json", exclude_none=True) for d in t.depends_on])
+        if t.depends_on else "[]",
+        t.parent_id, t.ref, t.status.value, t.max_retries, _json_of(t.retry, memo),
         t.timeout_s, ts(t.run_at), ts(t.deadline),
         t.error.model_dump_json() if t.error else None,
         dumps(t.result) if t.result is not None else None, int(t.cache_hit),

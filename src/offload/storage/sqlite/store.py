@@ -334,6 +334,7 @@ class SQLiteStore:
         edge_states: dict[str, dict[str, str]] = {}
         plain_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
+        memo: dict[int, str] = {}
         for t in tasks:
             if t.idempotency_key is not None:
                 existing = cur.execute(
@@ -346,7 +347,7 @@ class SQLiteStore:
                     continue
             if t.status is Status.QUEUED:
                 t, edge_states[t.id] = self._initial_state(cur, t, batch, now)
-            row = task_to_row(t)
+            row = task_to_row(t, memo)
             if t.status in (Status.QUEUED, Status.SCHEDULED):
                 ready_at = max(ts_or(t.run_at, now), now)
                 row = (*row[:-1], sort_key(ready_at, t.priority, self.aging))
@@ -403,15 +404,17 @@ class SQLiteStore:
                                 message=f"dependency {d.task_id} can no longer satisfy "
                                         f"on={d.on.value}" + (" with its condition" if d.when else ""),
                                 retryable=False, at=dt(now))
-                return t.model_copy(update={"status": Status.CANCELLED, "error": err,
-                                            "errors": [err], "finished_at": dt(now)}), states
+                t.status, t.error, t.errors, t.finished_at = Status.CANCELLED, err, [err], dt(now)
+                return t, states
             if state is EdgeState.WAIT:
                 waiting = True
         if waiting:
-            return t.model_copy(update={"status": Status.BLOCKED, "queued_at": None}), states
-        status = self._ready_status(ts_or(t.run_at, None), now)
-        ready = dt(max(ts_or(t.run_at, now), now))
-        return t.model_copy(update={"status": status, "queued_at": ready}), states
+            t.status, t.queued_at = Status.BLOCKED, None
+            return t, states
+        # The service built these records for this insert; setting fields in place is safe.
+        t.status = self._ready_status(ts_or(t.run_at, None), now)
+        t.queued_at = dt(max(ts_or(t.run_at, now), now))
+        return t, states
 
     # ------------------------------------------------------------------ reads
     async def get_task(self, task_id: str, owner: str | None = None) -> Task | None:
@@ -812,10 +815,9 @@ class SQLiteStore:
                         (now, row["id"]))
             self._event(cur, row["id"], now, "cancel_requested", actor, {"reason": reason})
             return False
-        err = ErrorInfo(type=error_type, message=reason, retryable=False, at=dt(now))
+        err = ErrorInfo(type=error_type, message=reason, retryable=False, at=dt(now),
+                        upstream=upstream)
         details = err.model_dump(mode="json")
-        if upstream:
-            details["upstream"] = upstream
         cur.execute("UPDATE tasks SET status = 'cancelled', finished_at = ?, updated_at = ?, "
                     "error = ?, errors = json_insert(errors, '$[#]', json(?)), "
                     "lease_id = NULL, lease_expires_at = NULL WHERE id = ?",
@@ -1008,7 +1010,8 @@ class SQLiteStore:
                 err = ErrorInfo(type="LeaseExpired", retryable=True,
                                 message=f"lease held by {row['lease_holder']} expired "
                                         "(worker lost or too slow to heartbeat)")
-                self._end_attempt(cur, row, err, now, None, "reaper", lease_lost=True)
+                # A lost worker says nothing about the task: requeue at once, no backoff.
+                self._end_attempt(cur, row, err, now, 0.0, "reaper", lease_lost=True)
             promoted = self._promote_due(cur, now)
             late = cur.execute(
                 f"SELECT * FROM tasks WHERE deadline IS NOT NULL AND deadline < ? "
