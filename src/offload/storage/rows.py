@@ -7,12 +7,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
+from pydantic import BaseModel, TypeAdapter
 
-from offload.domain.models import Agent, Task, TaskEvent
+from offload.domain.models import (
+    Agent,
+    Artifact,
+    Assignment,
+    Checkpoint,
+    Complexity,
+    Dependency,
+    ErrorInfo,
+    Lease,
+    Requester,
+    RetryPolicy,
+    Review,
+    Task,
+    TaskEvent,
+)
 from offload.domain.status import Status
+
+M = TypeVar("M", bound=BaseModel)
 
 #: Columns written on insert, in order.
 TASK_INSERT_COLUMNS: tuple[str, ...] = (
@@ -82,36 +99,72 @@ def task_to_row(t: Task, memo: dict[int, str] | None = None) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+_CACHE_LIMIT = 4096
+_model_cache: dict[tuple[type[BaseModel], str], Any] = {}
+_list_adapters: dict[type[BaseModel], TypeAdapter[Any]] = {}
+
+
+def _model(model: type[M], text: str | None) -> M | None:
+    """Parse a small JSON-object column, sharing instances for repeated texts.
+
+    Claims read hundreds of rows whose requester, retry policy and assignment texts are
+    identical; parsing each distinct text once keeps row decoding cheap.
+    """
+    if text is None:
+        return None
+    key = (model, text)
+    out = _model_cache.get(key)
+    if out is None:
+        if len(_model_cache) >= _CACHE_LIMIT:
+            _model_cache.clear()
+        out = _model_cache[key] = model.model_validate_json(text)
+    return cast(M, out)
+
+
+def _models(model: type[BaseModel], text: str | None) -> list[Any]:
+    if not text or text == "[]":
+        return []
+    adapter = _list_adapters.get(model)
+    if adapter is None:
+        adapter = _list_adapters[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
+    return list(adapter.validate_json(text))
+
+
 def row_to_task(r: Mapping[str, Any], children: list[str] | None = None) -> Task:
-    """A :class:`Task` from a full ``tasks`` row."""
+    """A :class:`Task` from a full ``tasks`` row (values come from our own writes)."""
     lease = None
     if r["lease_id"] is not None:
-        lease = {"id": r["lease_id"], "holder": r["lease_holder"],
-                 "expires_at": dt(r["lease_expires_at"])}
-    data: dict[str, Any] = {
-        "id": r["id"], "type": r["type"], "title": r["title"], "description": r["description"],
-        "instructions": r["instructions"], "input": loads(r["input"]), "tags": loads(r["tags"]),
-        "queue": r["queue"], "owner": r["owner"], "requester": loads(r["requester"]) or {},
-        "priority": r["priority"], "capabilities": loads(r["capabilities"]),
-        "agent_id": r["agent_id"], "assignment": loads(r["assignment"]),
-        "depends_on": loads(r["depends_on"]), "parent_id": r["parent_id"], "ref": r["ref"],
-        "children": children or [], "status": Status(r["status"]), "attempt": r["attempt"],
-        "max_retries": r["max_retries"], "retry": loads(r["retry"]) or {},
-        "timeout_s": r["timeout_s"], "run_at": dt(r["run_at"]), "deadline": dt(r["deadline"]),
-        "lease": lease, "cancel_requested": bool(r["cancel_requested"]),
-        "pause_requested": bool(r["pause_requested"]), "progress": r["progress"],
-        "current_step": r["current_step"], "checkpoints": loads(r["checkpoints"]),
-        "artifacts": loads(r["artifacts"]), "result": loads(r["result"]),
-        "error": loads(r["error"]), "errors": loads(r["errors"]), "review": loads(r["review"]),
-        "cache_hit": bool(r["cache_hit"]), "created_at": dt(r["created_at"]),
-        "updated_at": dt(r["updated_at"]), "queued_at": dt(r["queued_at"]),
-        "started_at": dt(r["started_at"]), "finished_at": dt(r["finished_at"]),
-        "estimated_duration_s": r["estimated_duration_s"],
-        "actual_duration_s": r["actual_duration_s"], "idempotency_key": r["idempotency_key"],
-        "cache_ttl_s": r["cache_ttl_s"], "complexity": r["complexity"],
-        "metadata": loads(r["metadata"]) or {},
-    }  # fmt: skip
-    return Task.model_validate(data)
+        lease = Lease.model_construct(id=r["lease_id"], holder=r["lease_holder"],
+                                      expires_at=dt(r["lease_expires_at"]))
+    complexity = r["complexity"]
+    return Task.trusted(
+        id=r["id"], type=r["type"], title=r["title"], description=r["description"],
+        instructions=r["instructions"], input=loads(r["input"]), tags=loads(r["tags"]),
+        queue=r["queue"], owner=r["owner"],
+        requester=_model(Requester, r["requester"]) or Requester(),
+        priority=r["priority"], capabilities=loads(r["capabilities"]),
+        agent_id=r["agent_id"], assignment=_model(Assignment, r["assignment"]),
+        depends_on=_models(Dependency, r["depends_on"]), parent_id=r["parent_id"],
+        ref=r["ref"], children=children or [], status=Status(r["status"]),
+        attempt=r["attempt"], max_retries=r["max_retries"],
+        retry=_model(RetryPolicy, r["retry"]) or RetryPolicy(),
+        timeout_s=r["timeout_s"], run_at=dt(r["run_at"]), deadline=dt(r["deadline"]),
+        lease=lease, cancel_requested=bool(r["cancel_requested"]),
+        pause_requested=bool(r["pause_requested"]), progress=r["progress"],
+        current_step=r["current_step"], checkpoints=_models(Checkpoint, r["checkpoints"]),
+        artifacts=_models(Artifact, r["artifacts"]), result=loads(r["result"]),
+        error=ErrorInfo.model_validate_json(r["error"]) if r["error"] else None,
+        errors=_models(ErrorInfo, r["errors"]),
+        review=Review.model_validate_json(r["review"]) if r["review"] else None,
+        cache_hit=bool(r["cache_hit"]), created_at=dt(r["created_at"]),
+        updated_at=dt(r["updated_at"]), queued_at=dt(r["queued_at"]),
+        started_at=dt(r["started_at"]), finished_at=dt(r["finished_at"]),
+        estimated_duration_s=r["estimated_duration_s"],
+        actual_duration_s=r["actual_duration_s"], idempotency_key=r["idempotency_key"],
+        cache_ttl_s=r["cache_ttl_s"],
+        complexity=Complexity(complexity) if complexity else None,
+        metadata=loads(r["metadata"]) or {},
+    )  # fmt: skip
 
 
 def row_to_event(r: Mapping[str, Any]) -> TaskEvent:
