@@ -55,8 +55,9 @@ def clock() -> ManualClock:
 class Harness:
     """Runs async service calls from sync tests on one private loop."""
 
-    def __init__(self, service: QueueService, loop: asyncio.AbstractEventLoop,
-                 clock: ManualClock) -> None:
+    def __init__(
+        self, service: QueueService, loop: asyncio.AbstractEventLoop, clock: ManualClock
+    ) -> None:
         self.service = service
         self.loop = loop
         self.clock = clock

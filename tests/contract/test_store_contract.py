@@ -47,14 +47,18 @@ def claim(h: Harness, n: int = 10, **kw: object) -> list:
 
 
 def complete(h: Harness, task, result: object = None):
-    return h(h.service.complete([Completion(task_id=task.id, lease_id=task.lease.id,
-                                            result=result)]))[0]
+    return h(
+        h.service.complete([Completion(task_id=task.id, lease_id=task.lease.id, result=result)])
+    )[0]
 
 
 def fail(h: Harness, task, retryable: bool = True, kind: str = "Boom", delay: float | None = None):
     err = ErrorInfo(type=kind, message="it broke", retryable=retryable)
-    return h(h.service.fail([Failure(task_id=task.id, lease_id=task.lease.id, error=err,
-                                     retry_delay_s=delay)]))[0]
+    return h(
+        h.service.fail(
+            [Failure(task_id=task.id, lease_id=task.lease.id, error=err, retry_delay_s=delay)]
+        )
+    )[0]
 
 
 # --------------------------------------------------------------------------- schema
@@ -151,8 +155,9 @@ def test_claim_honours_capabilities_queue_pin_and_types(svc: Harness) -> None:
     pinned = svc(svc.service.submit(spec(agent_id="w2")))
     assert claim(svc, 10, capabilities=[]) == []
     assert [t.id for t in claim(svc, 10, capabilities=["gpu"])] == [gpu.id]
-    assert [t.id for t in claim(svc, 10, agent_id="w2", queues=["default", "slow"],
-                                types=["t.num"])] == [other_q.id, pinned.id] or True
+    assert [
+        t.id for t in claim(svc, 10, agent_id="w2", queues=["default", "slow"], types=["t.num"])
+    ] == [other_q.id, pinned.id] or True
     assert svc(svc.service.get(pinned.id)).status is Status.RUNNING
 
 
@@ -185,8 +190,14 @@ def test_lease_fencing_expiry_and_reclaim(svc: Harness) -> None:
     done = svc(svc.service.get(t.id))
     assert done.status is Status.COMPLETED and done.result == 2
     kinds = [e.kind for e in svc(svc.service.events(t.id))]
-    assert kinds == ["created", "claimed", "lease_expired", "retry_scheduled", "claimed",
-                     "completed"]
+    assert kinds == [
+        "created",
+        "claimed",
+        "lease_expired",
+        "retry_scheduled",
+        "claimed",
+        "completed",
+    ]
 
 
 def test_illegal_transitions_are_refused(svc: Harness) -> None:
@@ -203,11 +214,24 @@ def test_illegal_transitions_are_refused(svc: Harness) -> None:
 def test_progress_checkpoint_and_log(svc: Harness) -> None:
     svc(svc.service.submit(spec()))
     c = claim(svc)[0]
-    svc(svc.service.progress(ProgressUpdate(task_id=c.id, lease_id=c.lease.id, progress=40,
-                                            current_step="half", log="working")))
-    svc(svc.service.progress(ProgressUpdate.model_validate({
-        "task_id": c.id, "lease_id": c.lease.id,
-        "checkpoint": {"name": "p1", "at": datetime.now(UTC), "data": {"i": 3}}})))
+    svc(
+        svc.service.progress(
+            ProgressUpdate(
+                task_id=c.id, lease_id=c.lease.id, progress=40, current_step="half", log="working"
+            )
+        )
+    )
+    svc(
+        svc.service.progress(
+            ProgressUpdate.model_validate(
+                {
+                    "task_id": c.id,
+                    "lease_id": c.lease.id,
+                    "checkpoint": {"name": "p1", "at": datetime.now(UTC), "data": {"i": 3}},
+                }
+            )
+        )
+    )
     t = svc(svc.service.get(c.id))
     assert t.progress == 40 and t.current_step == "half" and t.checkpoints[0].data == {"i": 3}
     kinds = [e.kind for e in svc(svc.service.events(c.id))]
@@ -341,10 +365,16 @@ def test_failure_propagates_down_a_chain_and_retry_revives(svc: Harness) -> None
 
 def test_when_conditions(svc: Harness) -> None:
     up = svc(svc.service.submit(spec()))
-    hi = svc(svc.service.submit(spec(depends_on=[
-        {"task_id": up.id, "when": {"path": "score", "op": ">", "value": 3}}])))
-    lo = svc(svc.service.submit(spec(depends_on=[
-        {"task_id": up.id, "when": {"path": "score", "op": "<=", "value": 3}}])))
+    hi = svc(
+        svc.service.submit(
+            spec(depends_on=[{"task_id": up.id, "when": {"path": "score", "op": ">", "value": 3}}])
+        )
+    )
+    lo = svc(
+        svc.service.submit(
+            spec(depends_on=[{"task_id": up.id, "when": {"path": "score", "op": "<=", "value": 3}}])
+        )
+    )
     complete(svc, claim(svc)[0], {"score": 7})
     assert svc(svc.service.get(hi.id)).status is Status.QUEUED
     assert svc(svc.service.get(lo.id)).status is Status.CANCELLED
@@ -359,9 +389,17 @@ def test_unknown_dependency_and_cycles_are_rejected(svc: Harness) -> None:
     with pytest.raises(DependencyError, match="itself"):
         svc(svc.service.submit_workflow(WorkflowSpec(tasks=[spec(ref="a", depends_on=["a"])])))
     with pytest.raises(DependencyError, match="cycle"):
-        svc(svc.service.submit_workflow(WorkflowSpec(tasks=[
-            spec(ref="a", depends_on=["c"]), spec(ref="b", depends_on=["a"]),
-            spec(ref="c", depends_on=["b"])])))
+        svc(
+            svc.service.submit_workflow(
+                WorkflowSpec(
+                    tasks=[
+                        spec(ref="a", depends_on=["c"]),
+                        spec(ref="b", depends_on=["a"]),
+                        spec(ref="c", depends_on=["b"]),
+                    ]
+                )
+            )
+        )
     assert svc(svc.service.list(TaskFilter(type="workflow"))).total == 0
 
 
@@ -378,11 +416,18 @@ def _drain(h: Harness, fn) -> None:
 
 
 def test_workflow_refs_parallelism_and_parent_result(svc: Harness) -> None:
-    wf = svc(svc.service.submit_workflow(WorkflowSpec(title="sum", tasks=[
-        spec(ref="a", input={"n": 2}),
-        spec(ref="b", input={"n": 3}),
-        spec(ref="c", input={"n": {"$ref": "a.result"}}, depends_on=["b"]),
-    ])))
+    wf = svc(
+        svc.service.submit_workflow(
+            WorkflowSpec(
+                title="sum",
+                tasks=[
+                    spec(ref="a", input={"n": 2}),
+                    spec(ref="b", input={"n": 3}),
+                    spec(ref="c", input={"n": {"$ref": "a.result"}}, depends_on=["b"]),
+                ],
+            )
+        )
+    )
     assert wf.status is Status.RUNNING and len(wf.children) == 3
     first = claim(svc, 10)
     assert sorted(t.ref for t in first) == ["a", "b"]  # independent children in parallel
@@ -397,10 +442,17 @@ def test_workflow_refs_parallelism_and_parent_result(svc: Harness) -> None:
 
 
 def test_workflow_child_failure_fails_parent_and_cancels_dependents(svc: Harness) -> None:
-    wf = svc(svc.service.submit_workflow(WorkflowSpec(tasks=[
-        spec(ref="bad", max_retries=0), spec(ref="after", depends_on=["bad"]),
-        spec(ref="other"),
-    ])))
+    wf = svc(
+        svc.service.submit_workflow(
+            WorkflowSpec(
+                tasks=[
+                    spec(ref="bad", max_retries=0),
+                    spec(ref="after", depends_on=["bad"]),
+                    spec(ref="other"),
+                ]
+            )
+        )
+    )
 
     def act(t):
         if t.ref == "bad":

@@ -92,16 +92,24 @@ def test_priority_names() -> None:
 def test_bare_dependency_ids() -> None:
     spec = TaskSpec(type="x", depends_on=["a", {"task_id": "b", "on": "failed"}])
     assert [(d.task_id, d.on) for d in spec.depends_on] == [
-        ("a", DependencyOn.COMPLETED), ("b", DependencyOn.FAILED)]
+        ("a", DependencyOn.COMPLETED),
+        ("b", DependencyOn.FAILED),
+    ]
 
 
 @pytest.mark.parametrize(
     ("op", "value", "result", "ok"),
     [
-        ("==", 3, {"x": 3}, True), ("!=", 3, {"x": 3}, False), (">", 2, {"x": 3}, True),
-        (">=", 3, {"x": 3}, True), ("<", 3, {"x": 3}, False), ("<=", 3, {"x": 3}, True),
-        ("in", [1, 3], {"x": 3}, True), ("contains", "b", {"x": "abc"}, True),
-        ("exists", None, {"x": 0}, True), ("exists", None, {"y": 0}, False),
+        ("==", 3, {"x": 3}, True),
+        ("!=", 3, {"x": 3}, False),
+        (">", 2, {"x": 3}, True),
+        (">=", 3, {"x": 3}, True),
+        ("<", 3, {"x": 3}, False),
+        ("<=", 3, {"x": 3}, True),
+        ("in", [1, 3], {"x": 3}, True),
+        ("contains", "b", {"x": "abc"}, True),
+        ("exists", None, {"x": 0}, True),
+        ("exists", None, {"y": 0}, False),
         (">", "a", {"x": 3}, False),  # type mismatch is false, not an error
     ],
 )
@@ -150,8 +158,7 @@ def test_decide_failure() -> None:
     assert decide_failure(attempt=1, max_retries=3, retryable=True, **kw).outcome is Outcome.RETRY
     assert decide_failure(attempt=4, max_retries=3, retryable=True, **kw).outcome is Outcome.DEAD
     assert decide_failure(attempt=1, max_retries=3, retryable=False, **kw).outcome is Outcome.DEAD
-    late = decide_failure(attempt=1, max_retries=3, retryable=True, policy=p, now=0.0,
-                          deadline=0.5)
+    late = decide_failure(attempt=1, max_retries=3, retryable=True, policy=p, now=0.0, deadline=0.5)
     assert late.outcome is Outcome.DEAD and "deadline" in late.reason
     asked = decide_failure(attempt=1, max_retries=3, retryable=True, requested_delay_s=7, **kw)
     assert asked.delay_s == 7

@@ -56,8 +56,18 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def _worker_cmd(database_url: str, concurrency: int) -> list[str]:
-    return [sys.executable, "-m", "offload.cli", "worker", "--database-url", database_url,
-            "--concurrency", str(concurrency), "--name", "bench-worker"]
+    return [
+        sys.executable,
+        "-m",
+        "offload.cli",
+        "worker",
+        "--database-url",
+        database_url,
+        "--concurrency",
+        str(concurrency),
+        "--name",
+        "bench-worker",
+    ]
 
 
 async def run_bench(
@@ -91,9 +101,13 @@ async def run_bench(
 
         # 2. one worker process, timed from spawn
         spawn = time.perf_counter()
-        worker = subprocess.Popen(_worker_cmd(database_url, concurrency),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  start_new_session=True)
+        # Popen only forks; the harness measures from this instant, as the peers' does.
+        worker = subprocess.Popen(  # noqa: ASYNC220
+            _worker_cmd(database_url, concurrency),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         first_done: float | None = None
         first_count = 0
         done = 0
@@ -116,8 +130,9 @@ async def run_bench(
                 raise RuntimeError(f"bench worker exited early: {err.strip()[-500:]}")
         end = time.perf_counter()
         processed_s = end - spawn
-        steady = ((done - first_count) / (end - first_done)) if first_done and end > first_done \
-            else 0.0
+        steady = (
+            ((done - first_count) / (end - first_done)) if first_done and end > first_done else 0.0
+        )
 
         # 3. verify
         verified = True
@@ -176,9 +191,14 @@ def main(
     from rich.table import Table
 
     console = Console(stderr=as_json)
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), console=console,
-                  transient=True, disable=as_json) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        console=console,
+        transient=True,
+        disable=as_json,
+    ) as bar:
         ids: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -186,15 +206,22 @@ def main(
                 ids[stage] = bar.add_task(stage, total=total)
             bar.update(ids[stage], completed=done)
 
-        result = asyncio.run(run_bench(tasks=tasks, latency_samples=latency_samples,
-                                       database_url=database_url, concurrency=concurrency,
-                                       progress=progress))
+        result = asyncio.run(
+            run_bench(
+                tasks=tasks,
+                latency_samples=latency_samples,
+                database_url=database_url,
+                concurrency=concurrency,
+                progress=progress,
+            )
+        )
     data = asdict(result)
     if as_json:
         print(json.dumps(data, indent=2))
         return data
-    table = Table(title=f"offload bench ({result.backend}, {result.tasks} no-op tasks, "
-                        "results stored)")
+    table = Table(
+        title=f"offload bench ({result.backend}, {result.tasks} no-op tasks, results stored)"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("bulk submit", f"{result.submit_per_s:,.0f} tasks/s")

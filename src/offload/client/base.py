@@ -7,6 +7,7 @@ facade over any ``AsyncClient``: it runs the async client on a private event loo
 from __future__ import annotations
 
 import asyncio
+import builtins
 import threading
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
@@ -47,7 +48,7 @@ class AsyncClient(Protocol):
         """Create one task from a full spec."""
         ...
 
-    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Task]:
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
         """Create up to 1,000 tasks atomically: all or none."""
         ...
 
@@ -63,7 +64,9 @@ class AsyncClient(Protocol):
         """A page of tasks and the total matching."""
         ...
 
-    async def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    async def events(
+        self, task_id: str, after: int = 0, limit: int = 1000
+    ) -> builtins.list[TaskEvent]:
         """A task's event log after ``after``."""
         ...
 
@@ -71,7 +74,9 @@ class AsyncClient(Protocol):
         """Block until the task is terminal; ``WaitTimeout`` after ``timeout`` seconds."""
         ...
 
-    async def watch(self, task_id: str, after: int = 0, timeout: float = 30.0) -> list[TaskEvent]:
+    async def watch(
+        self, task_id: str, after: int = 0, timeout: float = 30.0
+    ) -> builtins.list[TaskEvent]:
         """Events after ``after``, waiting up to ``timeout`` for at least one (long poll)."""
         ...
 
@@ -92,7 +97,7 @@ class AsyncClient(Protocol):
         """Move a failed or cancelled task back to the queue with a fresh attempt budget."""
         ...
 
-    async def retry_many(self, flt: TaskFilter) -> list[Task]:
+    async def retry_many(self, flt: TaskFilter) -> builtins.list[Task]:
         """Retry every failed task matching ``flt`` (status defaults to ``failed``)."""
         ...
 
@@ -100,7 +105,7 @@ class AsyncClient(Protocol):
         """Counts by status and per-type figures."""
         ...
 
-    async def task_types(self) -> list[TaskTypeInfo]:
+    async def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The catalogue of task types with their JSON schemas."""
         ...
 
@@ -117,11 +122,11 @@ class AsyncClient(Protocol):
         """Mark the agent offline."""
         ...
 
-    async def list_agents(self) -> list[Agent]:
+    async def list_agents(self) -> builtins.list[Agent]:
         """Every agent with live load."""
         ...
 
-    async def claim(self, req: ClaimRequest) -> list[Task]:
+    async def claim(self, req: ClaimRequest) -> builtins.list[Task]:
         """Lease up to ``req.max`` tasks; may wait up to ``wait_s`` for work when idle."""
         ...
 
@@ -129,7 +134,9 @@ class AsyncClient(Protocol):
         """Return when new work may be claimable (True) or after ``timeout`` (False)."""
         ...
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], ttl_s: float) -> list[LeaseState]:
+    async def heartbeat(
+        self, leases: Sequence[LeaseRef], ttl_s: float
+    ) -> builtins.list[LeaseState]:
         """Extend leases; answers ``cancel_requested``/``pause_requested`` per lease."""
         ...
 
@@ -137,15 +144,15 @@ class AsyncClient(Protocol):
         """Report progress/log/checkpoint/artifact for a leased task."""
         ...
 
-    async def complete(self, items: Sequence[Completion]) -> list[Ack]:
+    async def complete(self, items: Sequence[Completion]) -> builtins.list[Ack]:
         """Report successful attempts (batched)."""
         ...
 
-    async def fail(self, items: Sequence[Failure]) -> list[Ack]:
+    async def fail(self, items: Sequence[Failure]) -> builtins.list[Ack]:
         """Report failed attempts (batched)."""
         ...
 
-    async def release(self, leases: Sequence[LeaseRef]) -> list[Ack]:
+    async def release(self, leases: Sequence[LeaseRef]) -> builtins.list[Ack]:
         """Hand leases back without spending an attempt."""
         ...
 
@@ -175,8 +182,9 @@ class Client:
         async_client: AsyncClient | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="offload-client",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="offload-client", daemon=True
+        )
         self._thread.start()
         if async_client is None:
             from offload.client.factory import connect
@@ -194,7 +202,7 @@ class Client:
         """Create one task; see :class:`offload.TaskSpec` for options."""
         return self._run(self.aio.submit(task_type, input, **options))
 
-    def submit_many(self, specs: Sequence[TaskSpec | dict[str, Any]]) -> list[Task]:
+    def submit_many(self, specs: Sequence[TaskSpec | dict[str, Any]]) -> builtins.list[Task]:
         """Create up to 1,000 tasks atomically."""
         parsed = [s if isinstance(s, TaskSpec) else TaskSpec.model_validate(s) for s in specs]
         return self._run(self.aio.submit_many(parsed))
@@ -212,7 +220,7 @@ class Client:
         """A page of tasks: ``client.list(status=["running"], type=…, limit=50)``."""
         return self._run(self.aio.list(flt, **filters))
 
-    def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    def events(self, task_id: str, after: int = 0, limit: int = 1000) -> builtins.list[TaskEvent]:
         """A task's event log."""
         return self._run(self.aio.events(task_id, after, limit))
 
@@ -220,7 +228,9 @@ class Client:
         """Block until the task is done; raises ``WaitTimeout`` after ``timeout`` seconds."""
         return self._run(self.aio.wait(task_id, timeout))
 
-    def watch(self, task_id: str, after: int = 0, timeout: float = 30.0) -> list[TaskEvent]:
+    def watch(
+        self, task_id: str, after: int = 0, timeout: float = 30.0
+    ) -> builtins.list[TaskEvent]:
         """Long-poll for events after ``after``."""
         return self._run(self.aio.watch(task_id, after, timeout))
 
@@ -240,7 +250,7 @@ class Client:
         """Retry a failed or cancelled task."""
         return self._run(self.aio.retry(task_id))
 
-    def retry_many(self, flt: TaskFilter | None = None, **filters: Any) -> list[Task]:
+    def retry_many(self, flt: TaskFilter | None = None, **filters: Any) -> builtins.list[Task]:
         """Retry every dead-letter task matching the filter."""
         f = flt or TaskFilter(**({"status": ["failed"]} | filters))
         return self._run(self.aio.retry_many(f))
@@ -249,11 +259,11 @@ class Client:
         """Queue statistics."""
         return self._run(self.aio.stats())
 
-    def task_types(self) -> list[TaskTypeInfo]:
+    def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The task-type catalogue."""
         return self._run(self.aio.task_types())
 
-    def list_agents(self) -> list[Agent]:
+    def list_agents(self) -> builtins.list[Agent]:
         """Registered agents."""
         return self._run(self.aio.list_agents())
 
@@ -262,8 +272,12 @@ class Client:
         return self._run(self.aio.maintain())
 
     # -- seed names for agents -----------------------------------------------
-    def submit_task(self, task_type: str, parameters: dict[str, Any] | None = None,
-                    priority: int | str = "normal") -> str:
+    def submit_task(
+        self,
+        task_type: str,
+        parameters: dict[str, Any] | None = None,
+        priority: int | str = "normal",
+    ) -> str:
         """Submit and return the new task's id."""
         return self.submit(task_type, parameters or {}, priority=priority).id
 
@@ -271,8 +285,12 @@ class Client:
         """Status, progress, result and error of a task as plain JSON."""
         t = self.get(task_id)
         return {
-            "id": t.id, "type": t.type, "status": t.status.value, "progress": t.progress,
-            "current_step": t.current_step, "result": t.result,
+            "id": t.id,
+            "type": t.type,
+            "status": t.status.value,
+            "progress": t.progress,
+            "current_step": t.current_step,
+            "result": t.result,
             "error": t.error.model_dump(mode="json") if t.error else None,
         }
 
@@ -281,11 +299,13 @@ class Client:
         t = self.cancel(task_id)
         return t.status.value == "cancelled" or t.cancel_requested
 
-    def get_task_results(self, agent_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    def get_task_results(self, agent_id: str, limit: int = 100) -> builtins.list[dict[str, Any]]:
         """Results of the finished tasks an agent did."""
         page = self.list(agent_id=agent_id, status=["done"], limit=limit)
-        return [{"id": t.id, "type": t.type, "status": t.status.value, "result": t.result}
-                for t in page.tasks]
+        return [
+            {"id": t.id, "type": t.type, "status": t.status.value, "result": t.result}
+            for t in page.tasks
+        ]
 
     # -- lifecycle ---------------------------------------------------------
     def close(self) -> None:

@@ -15,8 +15,9 @@ from offload.storage import open_store
 from offload.tasks import register_builtins
 
 
-async def open_service(database_url: str | None = None, *,
-                       registry: Registry | None = None) -> QueueService:
+async def open_service(
+    database_url: str | None = None, *, registry: Registry | None = None
+) -> QueueService:
     """Open the store for ``database_url`` (default: ``$OFFLOAD_DATABASE_URL`` or the
     embedded file) and build the service over it, with the built-in task types."""
     settings = Settings.from_env()
@@ -28,15 +29,20 @@ async def open_service(database_url: str | None = None, *,
     return QueueService(store, registry, settings=settings)
 
 
-async def connect(url: str | None = None, *, token: str | None = None,
-                  database_url: str | None = None,
-                  registry: Registry | None = None) -> AsyncClient:
+async def connect(
+    url: str | None = None,
+    *,
+    token: str | None = None,
+    database_url: str | None = None,
+    registry: Registry | None = None,
+) -> AsyncClient:
     """A client for ``url`` (HTTP server) or, without one, the local database."""
     url = url or (None if database_url else os.environ.get("OFFLOAD_URL"))
     if url:
         raise Unavailable(
             f"cannot reach {url}: this version has no HTTP client yet; unset OFFLOAD_URL to "
-            "use the local database")
+            "use the local database"
+        )
     return LocalClient(await open_service(database_url, registry=registry))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +44,7 @@ class LocalClient:
         """Create one task from a spec."""
         return await self.service.submit(spec, self.owner)
 
-    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Task]:
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
         """Create up to 1,000 tasks atomically."""
         return await self.service.submit_many(specs, self.owner)
 
@@ -59,7 +60,9 @@ class LocalClient:
         """A page of tasks."""
         return await self.service.list(flt or TaskFilter(**filters), self.owner)
 
-    async def events(self, task_id: str, after: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    async def events(
+        self, task_id: str, after: int = 0, limit: int = 1000
+    ) -> builtins.list[TaskEvent]:
         """A task's events."""
         return await self.service.events(task_id, after, limit, self.owner)
 
@@ -67,7 +70,9 @@ class LocalClient:
         """Until terminal."""
         return await self.service.wait(task_id, timeout, self.owner)
 
-    async def watch(self, task_id: str, after: int = 0, timeout: float = 30.0) -> list[TaskEvent]:
+    async def watch(
+        self, task_id: str, after: int = 0, timeout: float = 30.0
+    ) -> builtins.list[TaskEvent]:
         """Long-poll events."""
         return await self.service.watch(task_id, after, timeout, self.owner)
 
@@ -87,7 +92,7 @@ class LocalClient:
         """Retry one."""
         return await self.service.retry(task_id, owner=self.owner, actor=self.owner)
 
-    async def retry_many(self, flt: TaskFilter) -> list[Task]:
+    async def retry_many(self, flt: TaskFilter) -> builtins.list[Task]:
         """Retry matching dead-letter tasks."""
         return await self.service.retry_many(flt, owner=self.owner, actor=self.owner)
 
@@ -95,7 +100,7 @@ class LocalClient:
         """Statistics."""
         return await self.service.stats(self.owner)
 
-    async def task_types(self) -> list[TaskTypeInfo]:
+    async def task_types(self) -> builtins.list[TaskTypeInfo]:
         """Catalogue."""
         return self.service.task_types()
 
@@ -111,11 +116,11 @@ class LocalClient:
         """Agent leaving."""
         await self.service.deregister_agent(agent_id)
 
-    async def list_agents(self) -> list[Agent]:
+    async def list_agents(self) -> builtins.list[Agent]:
         """Agents."""
         return await self.service.list_agents()
 
-    async def claim(self, req: ClaimRequest) -> list[Task]:
+    async def claim(self, req: ClaimRequest) -> builtins.list[Task]:
         """Lease work."""
         return await self.service.claim(req)
 
@@ -123,7 +128,9 @@ class LocalClient:
         """Until the database changes."""
         return await self.service.wait_for_work(timeout)
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], ttl_s: float) -> list[LeaseState]:
+    async def heartbeat(
+        self, leases: Sequence[LeaseRef], ttl_s: float
+    ) -> builtins.list[LeaseState]:
         """Extend leases."""
         return await self.service.heartbeat(leases, ttl_s)
 
@@ -131,15 +138,15 @@ class LocalClient:
         """Report progress."""
         return await self.service.progress(update)
 
-    async def complete(self, items: Sequence[Completion]) -> list[Ack]:
+    async def complete(self, items: Sequence[Completion]) -> builtins.list[Ack]:
         """Report successes."""
         return await self.service.complete(items)
 
-    async def fail(self, items: Sequence[Failure]) -> list[Ack]:
+    async def fail(self, items: Sequence[Failure]) -> builtins.list[Ack]:
         """Report failures."""
         return await self.service.fail(items)
 
-    async def release(self, leases: Sequence[LeaseRef]) -> list[Ack]:
+    async def release(self, leases: Sequence[LeaseRef]) -> builtins.list[Ack]:
         """Hand leases back."""
         return await self.service.release(leases)
 

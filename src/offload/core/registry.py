@@ -102,8 +102,9 @@ class TaskType:
         try:
             model = self.input_model.model_validate(data)
         except ValidationError as exc:
-            raise InvalidInput(_describe(self.name, exc), field=_first_field(exc),
-                               details={"errors": _errors(exc)}) from None
+            raise InvalidInput(
+                _describe(self.name, exc), field=_first_field(exc), details={"errors": _errors(exc)}
+            ) from None
         return model.model_dump(mode="json")
 
     def call_kwargs(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +153,9 @@ def _describe(type_name: str, exc: ValidationError) -> str:
     return f"invalid input for {type_name}: " + "; ".join(parts)
 
 
-def model_from_signature(name: str, fn: Callable[..., Any]) -> tuple[type[BaseModel], str | None, bool]:
+def model_from_signature(
+    name: str, fn: Callable[..., Any]
+) -> tuple[type[BaseModel], str | None, bool]:
     """Build the input model from ``fn``'s parameters (``ctx`` excluded).
 
     Returns ``(model, model_param, takes_context)``; ``model_param`` is set when the
@@ -161,7 +164,7 @@ def model_from_signature(name: str, fn: Callable[..., Any]) -> tuple[type[BaseMo
     sig = inspect.signature(fn)
     try:
         hints = get_type_hints(fn, include_extras=True)  # keep Annotated[..., Field(...)] limits
-    except Exception:  # noqa: BLE001 - unresolved forward refs: fall back to Any
+    except Exception:
         hints = {}
     params = [p for p in sig.parameters.values() if p.name != CONTEXT_PARAM]
     takes_context = CONTEXT_PARAM in sig.parameters
@@ -205,8 +208,15 @@ class Registry:
         model = input_model or create_model(
             "".join(p.title() for p in name.split(".")) + "Input", __base__=BaseModel
         )
-        return self.add(TaskType(name=name, input_model=model, description=description,
-                                 capabilities=list(capabilities or []), **defaults))
+        return self.add(
+            TaskType(
+                name=name,
+                input_model=model,
+                description=description,
+                capabilities=list(capabilities or []),
+                **defaults,
+            )
+        )
 
     def task(
         self,

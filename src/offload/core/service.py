@@ -8,6 +8,8 @@ domain's transition and retry rules atomically.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -111,12 +113,20 @@ class QueueService:
             return spec.input
         return tt.validate_input(spec.input)
 
-    async def _build(self, spec: TaskSpec, owner: str | None, now: float,
-                     *, parent_id: str | None = None, task_id: str | None = None,
-                     depends_on: list[Dependency] | None = None) -> Task:
+    async def _build(
+        self,
+        spec: TaskSpec,
+        owner: str | None,
+        now: float,
+        *,
+        parent_id: str | None = None,
+        task_id: str | None = None,
+        depends_on: builtins.list[Dependency] | None = None,
+    ) -> Task:
         if spec.type == WORKFLOW_TYPE:
-            raise InvalidInput("submit workflows with submit_workflow (POST /v1/workflows)",
-                               field="type")
+            raise InvalidInput(
+                "submit workflows with submit_workflow (POST /v1/workflows)", field="type"
+            )
         tt = self.registry.get(spec.type)
         task_input = self._validated_input(tt, spec)
         owner = spec.owner if owner is None else owner
@@ -153,13 +163,17 @@ class QueueService:
         """Create one task (durable once this returns)."""
         return (await self.submit_many([spec], owner))[0]
 
-    async def submit_many(self, specs: Sequence[TaskSpec], owner: str | None = None) -> list[Task]:
+    async def submit_many(
+        self, specs: Sequence[TaskSpec], owner: str | None = None
+    ) -> builtins.list[Task]:
         """Create up to 1,000 tasks in one transaction: all or none."""
         if not specs:
             return []
         if len(specs) > MAX_BULK:
-            raise TooLarge(f"{len(specs)} tasks in one batch; the limit is {MAX_BULK}",
-                           details={"limit": MAX_BULK, "size": len(specs)})
+            raise TooLarge(
+                f"{len(specs)} tasks in one batch; the limit is {MAX_BULK}",
+                details={"limit": MAX_BULK, "size": len(specs)},
+            )
         now = self.clock.now()
         tasks = []
         for i, spec in enumerate(specs):
@@ -184,22 +198,24 @@ class QueueService:
                 raise InvalidInput(f"duplicate ref {ref!r} in workflow", field=f"tasks.{i}.ref")
             refs[ref] = new_id()
         # Edges by ref: explicit depends_on plus implicit ones from $ref inputs.
-        deps_by_ref: dict[str, list[Dependency]] = {}
-        graph: dict[str, list[str]] = {}
+        deps_by_ref: dict[str, builtins.list[Dependency]] = {}
+        graph: dict[str, builtins.list[str]] = {}
         for i, child in enumerate(spec.tasks):
             ref = child.ref or f"task{i + 1}"
-            deps: list[Dependency] = []
+            deps: builtins.list[Dependency] = []
             for d in child.depends_on:
                 target = refs.get(d.task_id, d.task_id)
                 if d.task_id == ref:
-                    raise DependencyError(f"task {ref!r} depends on itself",
-                                          field=f"tasks.{i}.depends_on")
+                    raise DependencyError(
+                        f"task {ref!r} depends on itself", field=f"tasks.{i}.depends_on"
+                    )
                 deps.append(d.model_copy(update={"task_id": target}))
             named = {d.task_id for d in deps}
             for name in sorted(find_refs(child.input)):
                 if name not in refs:
-                    raise InvalidInput(f"$ref to unknown task {name!r} in workflow",
-                                       field=f"tasks.{i}.input")
+                    raise InvalidInput(
+                        f"$ref to unknown task {name!r} in workflow", field=f"tasks.{i}.input"
+                    )
                 if refs[name] not in named:
                     deps.append(Dependency(task_id=refs[name]))
             deps_by_ref[ref] = deps
@@ -225,8 +241,14 @@ class QueueService:
                 else spec.priority,
             })  # fmt: skip
             try:
-                children[ref] = await self._build(spec_i, owner, now, parent_id=parent_id,
-                                                  task_id=refs[ref], depends_on=deps_by_ref[ref])
+                children[ref] = await self._build(
+                    spec_i,
+                    owner,
+                    now,
+                    parent_id=parent_id,
+                    task_id=refs[ref],
+                    depends_on=deps_by_ref[ref],
+                )
             except InvalidInput as exc:
                 exc.message = f"task {ref!r}: {exc.message}"
                 exc.args = (exc.message,)
@@ -252,15 +274,17 @@ class QueueService:
         tasks, total = await self.store.list_tasks(flt)
         return TaskPage(tasks=tasks, total=total, limit=flt.limit, offset=flt.offset)
 
-    async def events(self, task_id: str, after: int = 0, limit: int = 1000,
-                     owner: str | None = None) -> list[TaskEvent]:
+    async def events(
+        self, task_id: str, after: int = 0, limit: int = 1000, owner: str | None = None
+    ) -> builtins.list[TaskEvent]:
         """A task's event log."""
         if owner is not None:
             await self.get(task_id, owner)
         return await self.store.events(task_id, after, limit)
 
-    async def wait(self, task_id: str, timeout: float | None = None,
-                   owner: str | None = None) -> Task:
+    async def wait(
+        self, task_id: str, timeout: float | None = None, owner: str | None = None
+    ) -> Task:
         """Until the task is terminal (or :class:`WaitTimeout`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -272,8 +296,9 @@ class QueueService:
                 raise WaitTimeout(task_id, task.status.value, timeout or 0.0)
             await self.store.wait_for_change(min(remaining, 1.0))
 
-    async def watch(self, task_id: str, after: int = 0, timeout: float = 30.0,
-                    owner: str | None = None) -> list[TaskEvent]:
+    async def watch(
+        self, task_id: str, after: int = 0, timeout: float = 30.0, owner: str | None = None
+    ) -> builtins.list[TaskEvent]:
         """Events after ``after``; waits up to ``timeout`` for the first one."""
         await self.get(task_id, owner)
         deadline = time.monotonic() + timeout
@@ -288,38 +313,53 @@ class QueueService:
         """Counts and per-type figures."""
         return await self.store.stats(self.clock.now(), owner)
 
-    def task_types(self) -> list[TaskTypeInfo]:
+    def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The catalogue."""
         return self.registry.infos()
 
     # ------------------------------------------------------------------ control
-    async def cancel(self, task_id: str, reason: str | None = None, *, owner: str | None = None,
-                     actor: str | None = None) -> Task:
+    async def cancel(
+        self,
+        task_id: str,
+        reason: str | None = None,
+        *,
+        owner: str | None = None,
+        actor: str | None = None,
+    ) -> Task:
         """Cancel (running tasks are asked to stop)."""
-        return await self.store.cancel(task_id, self.clock.now(), owner=owner, actor=actor,
-                                       reason=reason)
+        return await self.store.cancel(
+            task_id, self.clock.now(), owner=owner, actor=actor, reason=reason
+        )
 
-    async def pause(self, task_id: str, *, owner: str | None = None,
-                    actor: str | None = None) -> Task:
+    async def pause(
+        self, task_id: str, *, owner: str | None = None, actor: str | None = None
+    ) -> Task:
         """Pause."""
         return await self.store.pause(task_id, self.clock.now(), owner=owner, actor=actor)
 
-    async def resume(self, task_id: str, *, owner: str | None = None,
-                     actor: str | None = None) -> Task:
+    async def resume(
+        self, task_id: str, *, owner: str | None = None, actor: str | None = None
+    ) -> Task:
         """Resume."""
         return await self.store.resume(task_id, self.clock.now(), owner=owner, actor=actor)
 
-    async def retry(self, task_id: str, *, owner: str | None = None,
-                    actor: str | None = None) -> Task:
+    async def retry(
+        self, task_id: str, *, owner: str | None = None, actor: str | None = None
+    ) -> Task:
         """Retry one failed or cancelled task."""
-        return (await self.store.retry([task_id], self.clock.now(), owner=owner,
-                                       actor=actor))[0]
+        return (await self.store.retry([task_id], self.clock.now(), owner=owner, actor=actor))[0]
 
-    async def retry_many(self, flt: TaskFilter, *, owner: str | None = None,
-                         actor: str | None = None) -> list[Task]:
+    async def retry_many(
+        self, flt: TaskFilter, *, owner: str | None = None, actor: str | None = None
+    ) -> builtins.list[Task]:
         """Retry every dead-letter task matching the filter (at most 1,000 per call)."""
-        flt = flt.model_copy(update={"status": flt.status or ["failed"], "offset": 0,
-                                     "limit": min(flt.limit, MAX_BULK)})
+        flt = flt.model_copy(
+            update={
+                "status": flt.status or ["failed"],
+                "offset": 0,
+                "limit": min(flt.limit, MAX_BULK),
+            }
+        )
         page = await self.list(flt, owner)
         ids = [t.id for t in page.tasks]
         if not ids:
@@ -339,11 +379,11 @@ class QueueService:
         """Agent going away."""
         await self.store.deregister_agent(agent_id, self.clock.now())
 
-    async def list_agents(self) -> list[Agent]:
+    async def list_agents(self) -> builtins.list[Agent]:
         """All agents."""
         return await self.store.list_agents()
 
-    async def claim(self, req: ClaimRequest) -> list[Task]:
+    async def claim(self, req: ClaimRequest) -> builtins.list[Task]:
         """Lease work."""
         return await self.store.claim(req, self.clock.now())
 
@@ -351,7 +391,9 @@ class QueueService:
         """Until the database changes or ``timeout``."""
         return await self.store.wait_for_change(timeout)
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], ttl_s: float) -> list[LeaseState]:
+    async def heartbeat(
+        self, leases: Sequence[LeaseRef], ttl_s: float
+    ) -> builtins.list[LeaseState]:
         """Extend leases."""
         return await self.store.heartbeat(leases, ttl_s, self.clock.now())
 
@@ -359,15 +401,15 @@ class QueueService:
         """Progress of a leased task."""
         return await self.store.progress(update, self.clock.now())
 
-    async def complete(self, items: Sequence[Completion]) -> list[Ack]:
+    async def complete(self, items: Sequence[Completion]) -> builtins.list[Ack]:
         """Successful attempts."""
         return await self.store.complete(items, self.clock.now())
 
-    async def fail(self, items: Sequence[Failure]) -> list[Ack]:
+    async def fail(self, items: Sequence[Failure]) -> builtins.list[Ack]:
         """Failed attempts."""
         return await self.store.fail(items, self.clock.now())
 
-    async def release(self, leases: Sequence[LeaseRef]) -> list[Ack]:
+    async def release(self, leases: Sequence[LeaseRef]) -> builtins.list[Ack]:
         """Hand leases back."""
         return await self.store.release(leases, self.clock.now())
 
@@ -375,16 +417,15 @@ class QueueService:
         """Reaper, promotions, deadlines."""
         return await self.store.maintain(self.clock.now())
 
-    async def run_maintenance(self, interval_s: float = 1.0,
-                              stop: asyncio.Event | None = None) -> None:
+    async def run_maintenance(
+        self, interval_s: float = 1.0, stop: asyncio.Event | None = None
+    ) -> None:
         """Run :meth:`maintain` every ``interval_s`` until ``stop`` is set."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
             await self.maintain()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                pass
 
 
 def _default_title(spec: TaskSpec) -> str | None:
@@ -397,15 +438,15 @@ def _default_title(spec: TaskSpec) -> str | None:
 _DEFAULT_RETRY = RetryPolicy()
 
 
-def _topological(graph: dict[str, list[str]]) -> list[str]:
+def _topological(graph: dict[str, builtins.list[str]]) -> builtins.list[str]:
     """Refs ordered so every task comes after its dependencies (graph is acyclic)."""
-    order: list[str] = []
+    order: builtins.list[str] = []
     seen: set[str] = set()
     for root in graph:
         if root in seen:
             continue
         # Iterative DFS: long chains must not hit the recursion limit.
-        stack: list[tuple[str, int]] = [(root, 0)]
+        stack: builtins.list[tuple[str, int]] = [(root, 0)]
         seen.add(root)
         while stack:
             node, i = stack[-1]

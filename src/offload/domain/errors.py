@@ -125,13 +125,13 @@ class Unavailable(OffloadError):
     http_status = 503
 
 
-class Fatal(Exception):  # noqa: N818 - the public name users raise: `raise offload.Fatal("…")`
+class Fatal(Exception):
     """Raise from a handler to fail the task at once, with no retry."""
 
     retryable = False
 
 
-class Retry(Exception):  # noqa: N818 - public name, mirrors Fatal
+class Retry(Exception):
     """Raise from a handler to ask for another attempt (optionally after ``delay_s``)."""
 
     retryable = True

@@ -79,7 +79,10 @@ CONDITION_OPS = ("==", "!=", ">", ">=", "<", "<=", "in", "contains", "exists")
 
 
 class Condition(_Model):
-    """``when``: a test on the upstream result, e.g. ``{"path": "score", "op": ">", "value": 3}``."""
+    """``when``: a test on the upstream result.
+
+    Example: ``{"path": "score", "op": ">", "value": 3}``.
+    """
 
     path: str = Field(description="dot path into the upstream result; '' is the whole result")
     op: Literal["==", "!=", ">", ">=", "<", "<=", "in", "contains", "exists"] = "=="

@@ -230,8 +230,8 @@ def decide_failure(
         return Decision(Outcome.DEAD, reason="non-retryable error")
     if attempt > max_retries:
         return Decision(Outcome.DEAD, reason=f"no retries left ({max_retries} allowed)")
-    delay = requested_delay_s if requested_delay_s is not None else backoff_delay(
-        policy, attempt, rng
+    delay = (
+        requested_delay_s if requested_delay_s is not None else backoff_delay(policy, attempt, rng)
     )
     if deadline is not None and now + delay >= deadline:
         return Decision(Outcome.DEAD, reason="deadline would pass before the next attempt")

@@ -50,5 +50,10 @@ def build_stats(
             run_p50_s=percentile(r, 50), run_p95_s=percentile(r, 95),
             wait_p50_s=percentile(w, 50), wait_p95_s=percentile(w, 95),
         ))  # fmt: skip
-    return Stats(counts=counts, total=sum(counts.values()), by_type=by_type, agents=agents,
-                 generated_at=datetime.fromtimestamp(now, UTC))
+    return Stats(
+        counts=counts,
+        total=sum(counts.values()),
+        by_type=by_type,
+        agents=agents,
+        generated_at=datetime.fromtimestamp(now, UTC),
+    )

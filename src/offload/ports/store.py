@@ -81,7 +81,9 @@ class Store(Protocol):
         """Lease up to ``req.max`` eligible queued tasks, best first, and mark them running."""
         ...
 
-    async def heartbeat(self, leases: Sequence[LeaseRef], ttl_s: float, now: float) -> list[LeaseState]:
+    async def heartbeat(
+        self, leases: Sequence[LeaseRef], ttl_s: float, now: float
+    ) -> list[LeaseState]:
         """Extend live leases; report stale ones and pending cancel/pause requests."""
         ...
 
@@ -102,21 +104,27 @@ class Store(Protocol):
         ...
 
     # -- control -----------------------------------------------------------
-    async def cancel(self, task_id: str, now: float, *, owner: str | None, actor: str | None,
-                     reason: str | None) -> Task:
+    async def cancel(
+        self, task_id: str, now: float, *, owner: str | None, actor: str | None, reason: str | None
+    ) -> Task:
         """Cancel now, or ask the holder to stop if the task is running."""
         ...
 
-    async def pause(self, task_id: str, now: float, *, owner: str | None, actor: str | None) -> Task:
+    async def pause(
+        self, task_id: str, now: float, *, owner: str | None, actor: str | None
+    ) -> Task:
         """Pause a pending task now, or ask the holder to stop if it is running."""
         ...
 
-    async def resume(self, task_id: str, now: float, *, owner: str | None, actor: str | None) -> Task:
+    async def resume(
+        self, task_id: str, now: float, *, owner: str | None, actor: str | None
+    ) -> Task:
         """Return a paused task to blocked/scheduled/queued as its state requires."""
         ...
 
-    async def retry(self, task_ids: Sequence[str], now: float, *, owner: str | None,
-                    actor: str | None) -> list[Task]:
+    async def retry(
+        self, task_ids: Sequence[str], now: float, *, owner: str | None, actor: str | None
+    ) -> list[Task]:
         """Move failed/cancelled tasks back to the queue with a fresh attempt budget."""
         ...
 
@@ -141,8 +149,9 @@ class Store(Protocol):
         """Create or update an agent record."""
         ...
 
-    async def agent_heartbeat(self, agent_id: str, metadata: dict[str, object] | None,
-                              now: float) -> Agent:
+    async def agent_heartbeat(
+        self, agent_id: str, metadata: dict[str, object] | None, now: float
+    ) -> Agent:
         """Mark an agent alive (back online if it was offline)."""
         ...
 

@@ -18,10 +18,12 @@ async def open_store(url: str, *, aging_interval_s: float = DEFAULT_AGING_INTERV
     elif scheme in ("postgres", "postgresql"):
         raise InvalidInput(
             "the PostgreSQL backend is not available in this version; use sqlite:///path",
-            field="database_url")
+            field="database_url",
+        )
     else:
         raise InvalidInput(
             f"unsupported database URL scheme {scheme!r}; use sqlite:///path/to/offload.db",
-            field="database_url")
+            field="database_url",
+        )
     await store.open()
     return store

@@ -134,8 +134,11 @@ def row_to_task(r: Mapping[str, Any], children: list[str] | None = None) -> Task
     """A :class:`Task` from a full ``tasks`` row (values come from our own writes)."""
     lease = None
     if r["lease_id"] is not None:
-        lease = Lease.model_construct(id=r["lease_id"], holder=r["lease_holder"],
-                                      expires_at=dt(r["lease_expires_at"]))
+        lease = Lease.model_construct(
+            id=r["lease_id"],
+            holder=r["lease_holder"],
+            expires_at=datetime.fromtimestamp(r["lease_expires_at"], UTC),
+        )
     complexity = r["complexity"]
     return Task.trusted(
         id=r["id"], type=r["type"], title=r["title"], description=r["description"],
@@ -169,8 +172,14 @@ def row_to_task(r: Mapping[str, Any], children: list[str] | None = None) -> Task
 
 def row_to_event(r: Mapping[str, Any]) -> TaskEvent:
     """A :class:`TaskEvent` from a ``task_events`` row."""
-    return TaskEvent(seq=r["seq"], task_id=r["task_id"], at=dt(r["at"]) or datetime.now(UTC),
-                     kind=r["kind"], actor=r["actor"], data=loads(r["data"]))
+    return TaskEvent(
+        seq=r["seq"],
+        task_id=r["task_id"],
+        at=dt(r["at"]) or datetime.now(UTC),
+        kind=r["kind"],
+        actor=r["actor"],
+        data=loads(r["data"]),
+    )
 
 
 def row_to_agent(r: Mapping[str, Any]) -> Agent:

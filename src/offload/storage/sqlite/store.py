@@ -128,8 +128,9 @@ class SQLiteStore:
         query = parse_qs(urlparse(url).query) if "?" in url else {}
         self.synchronous = (query.get("synchronous", ["NORMAL"])[0]).upper()
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise InvalidInput("synchronous must be off, normal, full or extra",
-                               field="database_url")
+            raise InvalidInput(
+                "synchronous must be off, normal, full or extra", field="database_url"
+            )
         self.aging = aging_interval_s
         self.rng = rng
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-sqlite")
@@ -146,8 +147,9 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=30.0, check_same_thread=False
+        )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -185,9 +187,11 @@ class SQLiteStore:
 
     async def open(self) -> None:
         """Open the file, enable WAL and apply pending migrations."""
+
         def _open() -> None:
             self._conn = self._connect()
             self._migrate()
+
         await self._run(_open)
         self._watch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._watch_version = self._data_version()
@@ -206,8 +210,9 @@ class SQLiteStore:
                     continue
                 for statement in _split_sql(sql):
                     conn.execute(statement)
-                conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                             (version, name, time.time()))
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -221,10 +226,12 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Close connections and the thread."""
+
         def _close() -> None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
         await self._run(_close)
         self._executor.shutdown(wait=True)
         if self._watch is not None:
@@ -233,13 +240,16 @@ class SQLiteStore:
 
     async def schema_version(self) -> int:
         """Newest applied migration."""
+
         def q() -> int:
             row = self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
             return int(row[0] or 0)
+
         return await self._run(q)
 
     async def allowed_statuses(self) -> set[str]:
         """Probe the CHECK constraint: which status values does the table accept?"""
+
         def probe() -> set[str]:
             ok: set[str] = set()
             candidates = [s.value for s in Status] + ["bogus", "pending", "done"]
@@ -249,7 +259,9 @@ class SQLiteStore:
                 try:
                     cur.execute(
                         "INSERT INTO tasks (id, type, status, created_at, updated_at) "
-                        "VALUES ('probe', 'probe', ?, 0, 0)", (value,))
+                        "VALUES ('probe', 'probe', ?, 0, 0)",
+                        (value,),
+                    )
                     ok.add(value)
                 except sqlite3.IntegrityError:
                     pass
@@ -257,6 +269,7 @@ class SQLiteStore:
                     cur.execute("ROLLBACK TO probe")
                     cur.execute("RELEASE probe")
             return ok
+
         return await self._run(probe)
 
     def _data_version(self) -> int:
@@ -286,41 +299,65 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _event(cur: sqlite3.Cursor, task_id: str, at: float, kind: str,
-               actor: str | None = None, data: Any = None) -> None:
-        cur.execute(_EVENT_SQL, (task_id, at, kind, actor,
-                                 dumps(data) if data is not None else None))
+    def _event(
+        cur: sqlite3.Cursor,
+        task_id: str,
+        at: float,
+        kind: str,
+        actor: str | None = None,
+        data: Any = None,
+    ) -> None:
+        cur.execute(
+            _EVENT_SQL, (task_id, at, kind, actor, dumps(data) if data is not None else None)
+        )
 
     @staticmethod
     def _fetch(cur: sqlite3.Cursor, task_id: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = cur.execute(
-            "SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            "SELECT * FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
         return row
 
     def _task(self, cur: sqlite3.Cursor, task_id: str, owner: str | None = None) -> Task:
         row = self._fetch(cur, task_id)
         if row is None or (owner is not None and row["owner"] != owner):
             raise NotFound("task", task_id)
-        children = [r[0] for r in cur.execute(
-            "SELECT id FROM tasks WHERE parent_id = ? ORDER BY id", (task_id,))]
-        return row_to_task(row, children)
+        children = [
+            r[0]
+            for r in cur.execute("SELECT id FROM tasks WHERE parent_id = ? ORDER BY id", (task_id,))
+        ]
+        return row_to_task(dict(row), children)
 
     def _ready_status(self, run_at: float | None, now: float) -> Status:
         return Status.SCHEDULED if run_at is not None and run_at > now else Status.QUEUED
 
-    def _set_ready(self, cur: sqlite3.Cursor, task_id: str, row: sqlite3.Row, now: float,
-                   kind: str = "status_changed", actor: str | None = None,
-                   extra_sql: str = "", extra_args: tuple[Any, ...] = ()) -> Status:
+    def _set_ready(
+        self,
+        cur: sqlite3.Cursor,
+        task_id: str,
+        row: sqlite3.Row,
+        now: float,
+        kind: str = "status_changed",
+        actor: str | None = None,
+        extra_sql: str = "",
+        extra_args: tuple[Any, ...] = (),
+    ) -> Status:
         """Move a task to queued (or scheduled when its run_at is ahead)."""
         target = self._ready_status(row["run_at"], now)
         ready_at = max(row["run_at"] or now, now)
         cur.execute(
             f"UPDATE tasks SET status = ?, queued_at = ?, sort_key = ?, updated_at = ?, "
             f"paused_from = NULL{extra_sql} WHERE id = ?",
-            (target.value, ready_at, sort_key(ready_at, row["priority"], self.aging), now,
-             *extra_args, task_id))
-        self._event(cur, task_id, now, kind, actor,
-                    {"from": row["status"], "to": target.value})
+            (
+                target.value,
+                ready_at,
+                sort_key(ready_at, row["priority"], self.aging),
+                now,
+                *extra_args,
+                task_id,
+            ),
+        )
+        self._event(cur, task_id, now, kind, actor, {"from": row["status"], "to": target.value})
         return target
 
     # ------------------------------------------------------------------ insert
@@ -335,13 +372,21 @@ class SQLiteStore:
         plain_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         memo: dict[int, str] = {}
-        for t in tasks:
+        for given in tasks:
+            t = given
             if t.idempotency_key is not None:
                 existing = cur.execute(
                     "SELECT id FROM tasks WHERE coalesce(owner, '') = ? AND idempotency_key = ?",
-                    (t.owner or "", t.idempotency_key)).fetchone()
-                prior = next((b for b in batch.values() if b.owner == t.owner
-                              and b.idempotency_key == t.idempotency_key), None)
+                    (t.owner or "", t.idempotency_key),
+                ).fetchone()
+                prior = next(
+                    (
+                        b
+                        for b in batch.values()
+                        if b.owner == t.owner and b.idempotency_key == t.idempotency_key
+                    ),
+                    None,
+                )
                 if existing is not None or prior is not None:
                     out.append(prior if prior is not None else self._task(cur, existing[0]))
                     continue
@@ -352,8 +397,15 @@ class SQLiteStore:
                 ready_at = max(ts_or(t.run_at, now), now)
                 row = (*row[:-1], sort_key(ready_at, t.priority, self.aging))
             plain_rows.append(row)
-            events.append((t.id, now, "created", t.requester.id,
-                           dumps({"status": t.status.value, "type": t.type})))
+            events.append(
+                (
+                    t.id,
+                    now,
+                    "created",
+                    t.requester.id,
+                    dumps({"status": t.status.value, "type": t.type}),
+                )
+            )
             batch[t.id] = t
             out.append(t)
         if plain_rows:
@@ -364,17 +416,27 @@ class SQLiteStore:
         for t in batch.values():
             for d in t.depends_on:
                 state = edge_states.get(t.id, {}).get(d.task_id, EdgeState.WAIT.value)
-                edges.append((t.id, d.task_id, d.on.value,
-                              d.when.model_dump_json() if d.when else None, state))
+                edges.append(
+                    (
+                        t.id,
+                        d.task_id,
+                        d.on.value,
+                        d.when.model_dump_json() if d.when else None,
+                        state,
+                    )
+                )
                 upstream_counts[d.task_id] = upstream_counts.get(d.task_id, 0) + 1
         if edges:
             cur.executemany("INSERT INTO task_deps VALUES (?, ?, ?, ?, ?)", edges)
-            cur.executemany("UPDATE tasks SET n_dependents = n_dependents + ? WHERE id = ?",
-                            [(n, i) for i, n in upstream_counts.items()])
+            cur.executemany(
+                "UPDATE tasks SET n_dependents = n_dependents + ? WHERE id = ?",
+                [(n, i) for i, n in upstream_counts.items()],
+            )
         return out
 
-    def _initial_state(self, cur: sqlite3.Cursor, t: Task, batch: dict[str, Task],
-                       now: float) -> tuple[Task, dict[str, str]]:
+    def _initial_state(
+        self, cur: sqlite3.Cursor, t: Task, batch: dict[str, Task], now: float
+    ) -> tuple[Task, dict[str, str]]:
         """Blocked, scheduled, queued, or cancelled when a dependency already cannot hold.
 
         Also returns each dependency edge's state, keyed by upstream id.
@@ -387,23 +449,32 @@ class SQLiteStore:
             if d.task_id in batch:
                 upstream = batch[d.task_id]
                 if upstream.owner != t.owner:
-                    raise DependencyError(f"unknown dependency {d.task_id!r}",
-                                          field="depends_on", details={"task_id": d.task_id})
+                    raise DependencyError(
+                        f"unknown dependency {d.task_id!r}",
+                        field="depends_on",
+                        details={"task_id": d.task_id},
+                    )
                 state = edge_state(d.on, d.when, upstream.status, upstream.result)
             else:
-                row = cur.execute("SELECT status, owner, result FROM tasks WHERE id = ?",
-                                  (d.task_id,)).fetchone()
+                row = cur.execute(
+                    "SELECT status, owner, result FROM tasks WHERE id = ?", (d.task_id,)
+                ).fetchone()
                 if row is None or (row["owner"] or None) != (t.owner or None):
                     raise DependencyError(
                         f"unknown dependency {d.task_id!r}: no such task (of yours)",
-                        field="depends_on", details={"task_id": d.task_id})
+                        field="depends_on",
+                        details={"task_id": d.task_id},
+                    )
                 state = edge_state(d.on, d.when, Status(row["status"]), loads(row["result"]))
             states[d.task_id] = state.value
             if state is EdgeState.IMPOSSIBLE:
-                err = ErrorInfo(type="DependencyFailed",
-                                message=f"dependency {d.task_id} can no longer satisfy "
-                                        f"on={d.on.value}" + (" with its condition" if d.when else ""),
-                                retryable=False, at=dt(now))
+                err = ErrorInfo(
+                    type="DependencyFailed",
+                    message=f"dependency {d.task_id} can no longer satisfy "
+                    f"on={d.on.value}" + (" with its condition" if d.when else ""),
+                    retryable=False,
+                    at=dt(now),
+                )
                 t.status, t.error, t.errors, t.finished_at = Status.CANCELLED, err, [err], dt(now)
                 return t, states
             if state is EdgeState.WAIT:
@@ -419,11 +490,13 @@ class SQLiteStore:
     # ------------------------------------------------------------------ reads
     async def get_task(self, task_id: str, owner: str | None = None) -> Task | None:
         """One task with its children ids."""
+
         def q(cur: sqlite3.Cursor) -> Task | None:
             try:
                 return self._task(cur, task_id, owner)
             except NotFound:
                 return None
+
         return await self._run(self._read, q)
 
     async def list_tasks(self, flt: TaskFilter) -> tuple[list[Task], int]:
@@ -434,9 +507,13 @@ class SQLiteStore:
             statuses = expand_statuses(flt.status)
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             args += sorted(s.value for s in statuses)
-        for col, val in (("type", flt.type), ("assigned_agent", flt.agent_id),
-                         ("owner", flt.owner), ("queue", flt.queue),
-                         ("parent_id", flt.parent_id)):
+        for col, val in (
+            ("type", flt.type),
+            ("assigned_agent", flt.agent_id),
+            ("owner", flt.owner),
+            ("queue", flt.queue),
+            ("parent_id", flt.parent_id),
+        ):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
@@ -445,31 +522,43 @@ class SQLiteStore:
             args.append(flt.tag)
         if flt.search:
             where.append("(title LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\')")
-            pat = "%" + flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pat = (
+                "%" + flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
             args += [pat, pat]
         clause = ("WHERE " + " AND ".join(where)) if where else ""
 
         def q(cur: sqlite3.Cursor) -> tuple[list[Task], int]:
             total = cur.execute(f"SELECT count(*) FROM tasks {clause}", args).fetchone()[0]
-            cur.execute(f"SELECT * FROM tasks {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
-                        [*args, flt.limit, flt.offset])
+            cur.execute(
+                f"SELECT * FROM tasks {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+                [*args, flt.limit, flt.offset],
+            )
             return [row_to_task(r) for r in _dicts(cur, cur.fetchall())], int(total)
+
         return await self._run(self._read, q)
 
     async def events(self, task_id: str, after_seq: int = 0, limit: int = 1000) -> list[TaskEvent]:
         """A task's events, oldest first."""
+
         def q(cur: sqlite3.Cursor) -> list[TaskEvent]:
-            rows = cur.execute("SELECT * FROM task_events WHERE task_id = ? AND seq > ? "
-                               "ORDER BY seq LIMIT ?", (task_id, after_seq, limit)).fetchall()
+            rows = cur.execute(
+                "SELECT * FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (task_id, after_seq, limit),
+            ).fetchall()
             return [row_to_event(r) for r in rows]
+
         return await self._run(self._read, q)
 
     async def events_since(self, after_seq: int, limit: int = 1000) -> list[TaskEvent]:
         """All events after ``after_seq``."""
+
         def q(cur: sqlite3.Cursor) -> list[TaskEvent]:
-            rows = cur.execute("SELECT * FROM task_events WHERE seq > ? ORDER BY seq LIMIT ?",
-                               (after_seq, limit)).fetchall()
+            rows = cur.execute(
+                "SELECT * FROM task_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
             return [row_to_event(r) for r in rows]
+
         return await self._run(self._read, q)
 
     # ------------------------------------------------------------------ claim
@@ -488,10 +577,13 @@ class SQLiteStore:
             base_args += req.types
         filters.append(
             "(caps_key = '' OR NOT EXISTS (SELECT 1 FROM json_each(tasks.capabilities) c "
-            "WHERE c.value NOT IN (SELECT value FROM json_each(?))))")
+            "WHERE c.value NOT IN (SELECT value FROM json_each(?))))"
+        )
         base_args.append(dumps(req.capabilities))
-        sql = (f"SELECT id, sort_key FROM tasks WHERE {' AND '.join(filters)} "
-               "ORDER BY sort_key LIMIT ?")
+        sql = (
+            f"SELECT id, sort_key FROM tasks WHERE {' AND '.join(filters)} "
+            "ORDER BY sort_key LIMIT ?"
+        )
         candidates: list[tuple[float, str]] = []
         # One index walk per queue, merged: each walk is O(log n + max).
         for queue in dict.fromkeys(req.queues):
@@ -503,9 +595,14 @@ class SQLiteStore:
         ids = [c[1] for c in candidates[: req.max]]
         lease_id = new_id()
         expires = now + req.lease_ttl_s
-        assignment = dumps({"agent_id": req.agent_id, "collaborators": [],
-                            "assigned_at": dt(now).isoformat(),  # type: ignore[union-attr]
-                            "method": "claimed"})
+        assignment = dumps(
+            {
+                "agent_id": req.agent_id,
+                "collaborators": [],
+                "assigned_at": dt(now).isoformat(),  # type: ignore[union-attr]
+                "method": "claimed",
+            }
+        )
         cur.execute(
             f"UPDATE tasks SET status = 'running', lease_id = ?, lease_holder = ?, "
             f"lease_expires_at = ?, attempt = attempt + 1, started_at = ?, updated_at = ?, "
@@ -514,45 +611,73 @@ class SQLiteStore:
             (lease_id, req.agent_id, expires, now, now, assignment, req.agent_id, *ids),
         )
         rows = _dicts(cur, cur.fetchall())
-        cur.executemany(_EVENT_SQL, [
-            (r["id"], now, "claimed", req.agent_id,
-             dumps({"lease_id": lease_id, "agent_id": req.agent_id, "attempt": r["attempt"],
-                    "expires_at": expires}))
-            for r in rows])
+        cur.executemany(
+            _EVENT_SQL,
+            [
+                (
+                    r["id"],
+                    now,
+                    "claimed",
+                    req.agent_id,
+                    dumps(
+                        {
+                            "lease_id": lease_id,
+                            "agent_id": req.agent_id,
+                            "attempt": r["attempt"],
+                            "expires_at": expires,
+                        }
+                    ),
+                )
+                for r in rows
+            ],
+        )
         order = {i: n for n, i in enumerate(ids)}
         return sorted((row_to_task(r) for r in rows), key=lambda t: order[t.id])
 
     def _promote_due(self, cur: sqlite3.Cursor, now: float) -> int:
         rows = cur.execute(
-            "SELECT * FROM tasks WHERE status = 'scheduled' AND run_at <= ? LIMIT 1000",
-            (now,)).fetchall()
+            "SELECT * FROM tasks WHERE status = 'scheduled' AND run_at <= ? LIMIT 1000", (now,)
+        ).fetchall()
         for r in rows:
             self._set_ready(cur, r["id"], r, now)
         return len(rows)
 
     # ------------------------------------------------------------------ leases
-    async def heartbeat(self, leases: Sequence[LeaseRef], ttl_s: float, now: float) -> list[LeaseState]:
+    async def heartbeat(
+        self, leases: Sequence[LeaseRef], ttl_s: float, now: float
+    ) -> list[LeaseState]:
         """Extend live leases."""
+
         def w(cur: sqlite3.Cursor) -> list[LeaseState]:
             out = []
             for ref in leases:
                 row = cur.execute(
                     f"UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_id = ? "
                     f"AND status IN {_LEASED_SQL} RETURNING cancel_requested, pause_requested",
-                    (now + ttl_s, ref.task_id, ref.lease_id)).fetchone()
+                    (now + ttl_s, ref.task_id, ref.lease_id),
+                ).fetchone()
                 if row is None:
                     out.append(LeaseState(task_id=ref.task_id, lease_id=ref.lease_id, valid=False))
                 else:
-                    out.append(LeaseState(task_id=ref.task_id, lease_id=ref.lease_id, valid=True,
-                                          expires_at=dt(now + ttl_s),
-                                          cancel_requested=bool(row[0]),
-                                          pause_requested=bool(row[1])))
+                    out.append(
+                        LeaseState(
+                            task_id=ref.task_id,
+                            lease_id=ref.lease_id,
+                            valid=True,
+                            expires_at=dt(now + ttl_s),
+                            cancel_requested=bool(row[0]),
+                            pause_requested=bool(row[1]),
+                        )
+                    )
             return out
+
         return await self._run(self._write, w)
 
     def _leased_row(self, cur: sqlite3.Cursor, task_id: str, lease_id: str) -> sqlite3.Row:
-        row = cur.execute(f"SELECT * FROM tasks WHERE id = ? AND lease_id = ? "
-                          f"AND status IN {_LEASED_SQL}", (task_id, lease_id)).fetchone()
+        row = cur.execute(
+            f"SELECT * FROM tasks WHERE id = ? AND lease_id = ? AND status IN {_LEASED_SQL}",
+            (task_id, lease_id),
+        ).fetchone()
         if row is None:
             if self._fetch(cur, task_id) is None:
                 raise NotFound("task", task_id)
@@ -561,6 +686,7 @@ class SQLiteStore:
 
     async def progress(self, update: ProgressUpdate, now: float) -> LeaseState:
         """Progress, log lines, checkpoints and artifacts."""
+
         def w(cur: sqlite3.Cursor) -> LeaseState:
             row = self._leased_row(cur, update.task_id, update.lease_id)
             sets: list[str] = ["updated_at = ?"]
@@ -573,30 +699,53 @@ class SQLiteStore:
                 if update.current_step is not None:
                     sets.append("current_step = ?")
                     args.append(update.current_step)
-                self._event(cur, update.task_id, now, "progress", actor,
-                            {"progress": update.progress, "current_step": update.current_step})
+                self._event(
+                    cur,
+                    update.task_id,
+                    now,
+                    "progress",
+                    actor,
+                    {"progress": update.progress, "current_step": update.current_step},
+                )
             if update.log is not None:
-                self._event(cur, update.task_id, now, "log", actor,
-                            {"message": update.log, "level": update.level})
+                self._event(
+                    cur,
+                    update.task_id,
+                    now,
+                    "log",
+                    actor,
+                    {"message": update.log, "level": update.level},
+                )
             if update.checkpoint is not None:
                 cps = [c for c in loads(row["checkpoints"]) if c["name"] != update.checkpoint.name]
                 cps.append(update.checkpoint.model_dump(mode="json"))
                 sets.append("checkpoints = ?")
                 args.append(dumps(cps))
-                self._event(cur, update.task_id, now, "checkpoint", actor,
-                            {"name": update.checkpoint.name})
+                self._event(
+                    cur, update.task_id, now, "checkpoint", actor, {"name": update.checkpoint.name}
+                )
             if update.artifact is not None:
                 arts = [*loads(row["artifacts"]), update.artifact.model_dump(mode="json")]
                 sets.append("artifacts = ?")
                 args.append(dumps(arts))
-                self._event(cur, update.task_id, now, "artifact", actor,
-                            {"name": update.artifact.name, "size": update.artifact.size})
-            cur.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE id = ?",
-                        (*args, update.task_id))
-            return LeaseState(task_id=update.task_id, lease_id=update.lease_id, valid=True,
-                              expires_at=dt(row["lease_expires_at"]),
-                              cancel_requested=bool(row["cancel_requested"]),
-                              pause_requested=bool(row["pause_requested"]))
+                self._event(
+                    cur,
+                    update.task_id,
+                    now,
+                    "artifact",
+                    actor,
+                    {"name": update.artifact.name, "size": update.artifact.size},
+                )
+            cur.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE id = ?", (*args, update.task_id))
+            return LeaseState(
+                task_id=update.task_id,
+                lease_id=update.lease_id,
+                valid=True,
+                expires_at=dt(row["lease_expires_at"]),
+                cancel_requested=bool(row["cancel_requested"]),
+                pause_requested=bool(row["pause_requested"]),
+            )
+
         return await self._run(self._write, w)
 
     # ------------------------------------------------------------------ outcomes
@@ -611,8 +760,12 @@ class SQLiteStore:
             try:
                 result = dumps(c.result) if c.result is not None else None
             except TypeError as exc:
-                refused[c.task_id] = Ack(task_id=c.task_id, ok=False, code="invalid_input",
-                                         message=f"result is not JSON-serialisable: {exc}")
+                refused[c.task_id] = Ack(
+                    task_id=c.task_id,
+                    ok=False,
+                    code="invalid_input",
+                    message=f"result is not JSON-serialisable: {exc}",
+                )
                 continue
             values += (c.task_id, c.lease_id, result)
         done: dict[str, sqlite3.Row] = {}
@@ -627,19 +780,27 @@ class SQLiteStore:
                 f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
                 f"AND tasks.status IN {_LEASED_SQL} "
                 "RETURNING tasks.id, tasks.parent_id, tasks.n_dependents, tasks.lease_holder, "
-                "tasks.attempt", (now, now, now, *chunk)).fetchall()
+                "tasks.attempt",
+                (now, now, now, *chunk),
+            ).fetchall()
             for row in rows:
                 done[row["id"]] = row
-        cur.executemany(_EVENT_SQL, [
-            (r["id"], now, "completed", r["lease_holder"], dumps({"attempt": r["attempt"]}))
-            for r in done.values()])
+        cur.executemany(
+            _EVENT_SQL,
+            [
+                (r["id"], now, "completed", r["lease_holder"], dumps({"attempt": r["attempt"]}))
+                for r in done.values()
+            ],
+        )
         acks: list[Ack] = []
         for c in items:
             row = done.get(c.task_id)
             if row is not None:
-                acks.append(Ack.model_construct(task_id=c.task_id, ok=True,
-                                                status=Status.COMPLETED, code=None,
-                                                message=None))
+                acks.append(
+                    Ack.model_construct(
+                        task_id=c.task_id, ok=True, status=Status.COMPLETED, code=None, message=None
+                    )
+                )
             else:
                 acks.append(refused.get(c.task_id) or self._refusal(cur, c.task_id, c.lease_id))
         for row in done.values():
@@ -650,63 +811,94 @@ class SQLiteStore:
     def _refusal(self, cur: sqlite3.Cursor, task_id: str, lease_id: str) -> Ack:
         row = cur.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if row is None:
-            return Ack(task_id=task_id, ok=False, code="not_found",
-                       message=f"task {task_id!r} not found")
+            return Ack(
+                task_id=task_id, ok=False, code="not_found", message=f"task {task_id!r} not found"
+            )
         err = StaleLease(task_id, lease_id)
-        return Ack(task_id=task_id, ok=False, status=Status(row[0]), code=err.code,
-                   message=err.message)
+        return Ack(
+            task_id=task_id, ok=False, status=Status(row[0]), code=err.code, message=err.message
+        )
 
     async def fail(self, items: Sequence[Failure], now: float) -> list[Ack]:
         """Failed attempts, batched; the retry rule decides."""
+
         def w(cur: sqlite3.Cursor) -> list[Ack]:
             acks = []
             for f in items:
-                row = cur.execute(f"SELECT * FROM tasks WHERE id = ? AND lease_id = ? "
-                                  f"AND status IN {_LEASED_SQL}",
-                                  (f.task_id, f.lease_id)).fetchone()
+                row = cur.execute(
+                    f"SELECT * FROM tasks WHERE id = ? AND lease_id = ? "
+                    f"AND status IN {_LEASED_SQL}",
+                    (f.task_id, f.lease_id),
+                ).fetchone()
                 if row is None:
                     acks.append(self._refusal(cur, f.task_id, f.lease_id))
                     continue
-                status = self._end_attempt(cur, row, f.error, now, f.retry_delay_s,
-                                           actor=row["lease_holder"])
+                status = self._end_attempt(
+                    cur, row, f.error, now, f.retry_delay_s, actor=row["lease_holder"]
+                )
                 acks.append(Ack(task_id=f.task_id, ok=True, status=status))
             return acks
+
         return await self._run(self._write, w)
 
-    def _end_attempt(self, cur: sqlite3.Cursor, row: sqlite3.Row, error: ErrorInfo, now: float,
-                     delay_s: float | None, actor: str | None, lease_lost: bool = False) -> Status:
+    def _end_attempt(
+        self,
+        cur: sqlite3.Cursor,
+        row: sqlite3.Row,
+        error: ErrorInfo,
+        now: float,
+        delay_s: float | None,
+        actor: str | None,
+        lease_lost: bool = False,
+    ) -> Status:
         """Decide and apply what follows a failed, expired or handed-back attempt."""
         task_id = row["id"]
         current = Status(row["status"])
         err = error.model_copy(update={"attempt": row["attempt"], "at": dt(now)})
         errors = [*loads(row["errors"]), err.model_dump(mode="json")][-50:]
-        clear = ("lease_id = NULL, lease_expires_at = NULL, updated_at = ?, errors = ?, "
-                 "error = ?")
+        clear = "lease_id = NULL, lease_expires_at = NULL, updated_at = ?, errors = ?, error = ?"
         clear_args = (now, dumps(errors), err.model_dump_json())
         if row["cancel_requested"]:
             check_transition(task_id, current, Status.CANCELLED)
-            cur.execute(f"UPDATE tasks SET status = 'cancelled', finished_at = ?, {clear} "
-                        "WHERE id = ?", (now, *clear_args, task_id))
+            cur.execute(
+                f"UPDATE tasks SET status = 'cancelled', finished_at = ?, {clear} WHERE id = ?",
+                (now, *clear_args, task_id),
+            )
             self._event(cur, task_id, now, "cancelled", actor, {"reason": "cancel requested"})
             self._after_terminal(cur, task_id, now)
             return Status.CANCELLED
         if row["pause_requested"]:
             check_transition(task_id, current, Status.PAUSED)
             # A pause does not spend an attempt.
-            cur.execute(f"UPDATE tasks SET status = 'paused', paused_from = 'queued', "
-                        f"pause_requested = 0, attempt = max(attempt - 1, 0), {clear} "
-                        "WHERE id = ?", (*clear_args, task_id))
-            self._event(cur, task_id, now, "status_changed", actor,
-                        {"from": current.value, "to": "paused"})
+            cur.execute(
+                f"UPDATE tasks SET status = 'paused', paused_from = 'queued', "
+                f"pause_requested = 0, attempt = max(attempt - 1, 0), {clear} "
+                "WHERE id = ?",
+                (*clear_args, task_id),
+            )
+            self._event(
+                cur, task_id, now, "status_changed", actor, {"from": current.value, "to": "paused"}
+            )
             return Status.PAUSED
         if lease_lost:
-            self._event(cur, task_id, now, "lease_expired", actor,
-                        {"lease_id": row["lease_id"], "attempt": row["attempt"]})
+            self._event(
+                cur,
+                task_id,
+                now,
+                "lease_expired",
+                actor,
+                {"lease_id": row["lease_id"], "attempt": row["attempt"]},
+            )
         decision = decide_failure(
-            attempt=row["attempt"], max_retries=row["max_retries"],
+            attempt=row["attempt"],
+            max_retries=row["max_retries"],
             policy=RetryPolicy.model_validate(loads(row["retry"]) or {}),
-            retryable=error.retryable, now=now, deadline=row["deadline"],
-            requested_delay_s=delay_s, rng=self.rng)
+            retryable=error.retryable,
+            now=now,
+            deadline=row["deadline"],
+            requested_delay_s=delay_s,
+            rng=self.rng,
+        )
         if decision.outcome is Outcome.RETRY:
             run_at = now + decision.delay_s
             target = Status.SCHEDULED if decision.delay_s > 0 else Status.QUEUED
@@ -714,44 +906,81 @@ class SQLiteStore:
             cur.execute(
                 f"UPDATE tasks SET status = ?, run_at = ?, queued_at = ?, sort_key = ?, {clear} "
                 "WHERE id = ?",
-                (target.value, run_at if decision.delay_s > 0 else row["run_at"], run_at,
-                 sort_key(run_at, row["priority"], self.aging), *clear_args, task_id))
-            self._event(cur, task_id, now, "retry_scheduled", actor,
-                        {"attempt": row["attempt"], "delay_s": round(decision.delay_s, 3),
-                         "error": err.type})
+                (
+                    target.value,
+                    run_at if decision.delay_s > 0 else row["run_at"],
+                    run_at,
+                    sort_key(run_at, row["priority"], self.aging),
+                    *clear_args,
+                    task_id,
+                ),
+            )
+            self._event(
+                cur,
+                task_id,
+                now,
+                "retry_scheduled",
+                actor,
+                {
+                    "attempt": row["attempt"],
+                    "delay_s": round(decision.delay_s, 3),
+                    "error": err.type,
+                },
+            )
             return target
         check_transition(task_id, current, Status.FAILED)
-        cur.execute(f"UPDATE tasks SET status = 'failed', finished_at = ?, "
-                    f"actual_duration_s = ? - started_at, {clear} WHERE id = ?",
-                    (now, now, *clear_args, task_id))
-        self._event(cur, task_id, now, "failed", actor,
-                    {"attempt": row["attempt"], "error": err.type, "message": err.message,
-                     "reason": decision.reason})
+        cur.execute(
+            f"UPDATE tasks SET status = 'failed', finished_at = ?, "
+            f"actual_duration_s = ? - started_at, {clear} WHERE id = ?",
+            (now, now, *clear_args, task_id),
+        )
+        self._event(
+            cur,
+            task_id,
+            now,
+            "failed",
+            actor,
+            {
+                "attempt": row["attempt"],
+                "error": err.type,
+                "message": err.message,
+                "reason": decision.reason,
+            },
+        )
         self._after_terminal(cur, task_id, now)
         return Status.FAILED
 
     async def release(self, leases: Sequence[LeaseRef], now: float) -> list[Ack]:
         """Hand leases back without spending an attempt."""
+
         def w(cur: sqlite3.Cursor) -> list[Ack]:
             acks = []
             for ref in leases:
-                row = cur.execute(f"SELECT * FROM tasks WHERE id = ? AND lease_id = ? "
-                                  f"AND status IN {_LEASED_SQL}",
-                                  (ref.task_id, ref.lease_id)).fetchone()
+                row = cur.execute(
+                    f"SELECT * FROM tasks WHERE id = ? AND lease_id = ? "
+                    f"AND status IN {_LEASED_SQL}",
+                    (ref.task_id, ref.lease_id),
+                ).fetchone()
                 if row is None:
                     acks.append(self._refusal(cur, ref.task_id, ref.lease_id))
                     continue
                 if row["cancel_requested"] or row["pause_requested"]:
-                    err = ErrorInfo(type="Cancelled", message="released while stopping",
-                                    retryable=False)
+                    err = ErrorInfo(
+                        type="Cancelled", message="released while stopping", retryable=False
+                    )
                     status = self._end_attempt(cur, row, err, now, None, row["lease_holder"])
                 else:
-                    cur.execute("UPDATE tasks SET lease_id = NULL, lease_expires_at = NULL, "
-                                "attempt = max(attempt - 1, 0) WHERE id = ?", (ref.task_id,))
-                    status = self._set_ready(cur, ref.task_id, row, now, "released",
-                                             row["lease_holder"])
+                    cur.execute(
+                        "UPDATE tasks SET lease_id = NULL, lease_expires_at = NULL, "
+                        "attempt = max(attempt - 1, 0) WHERE id = ?",
+                        (ref.task_id,),
+                    )
+                    status = self._set_ready(
+                        cur, ref.task_id, row, now, "released", row["lease_holder"]
+                    )
                 acks.append(Ack(task_id=ref.task_id, ok=True, status=status))
             return acks
+
         return await self._run(self._write, w)
 
     # ------------------------------------------------------------------ cascades
@@ -760,8 +989,9 @@ class SQLiteStore:
         pending = [task_id]
         while pending:
             tid = pending.pop()
-            row = cur.execute("SELECT id, status, result, parent_id, n_dependents FROM tasks "
-                              "WHERE id = ?", (tid,)).fetchone()
+            row = cur.execute(
+                "SELECT id, status, result, parent_id, n_dependents FROM tasks WHERE id = ?", (tid,)
+            ).fetchone()
             if row is None:
                 continue
             if row["n_dependents"]:
@@ -776,27 +1006,37 @@ class SQLiteStore:
         status = Status(up["status"])
         result = loads(up["result"])
         newly_terminal: list[str] = []
-        edges = cur.execute("SELECT task_id, on_status, cond FROM task_deps "
-                            "WHERE depends_on_id = ? AND state = 'wait'", (up["id"],)).fetchall()
+        edges = cur.execute(
+            "SELECT task_id, on_status, cond FROM task_deps "
+            "WHERE depends_on_id = ? AND state = 'wait'",
+            (up["id"],),
+        ).fetchall()
         for e in edges:
             cond = Condition.model_validate_json(e["cond"]) if e["cond"] else None
             state = edge_state(DependencyOn(e["on_status"]), cond, status, result)
             if state is EdgeState.WAIT:
                 continue
-            cur.execute("UPDATE task_deps SET state = ? WHERE task_id = ? AND depends_on_id = ?",
-                        (state.value, e["task_id"], up["id"]))
+            cur.execute(
+                "UPDATE task_deps SET state = ? WHERE task_id = ? AND depends_on_id = ?",
+                (state.value, e["task_id"], up["id"]),
+            )
             down = self._fetch(cur, e["task_id"])
             if down is None or Status(down["status"]) in TERMINAL:
                 continue
             if state is EdgeState.IMPOSSIBLE:
-                why = (f"dependency {up['id']} ended {status.value}; this task needed "
-                       f"on={e['on_status']}" + (" with its condition" if cond else ""))
-                if self._cancel_now(cur, down, now, "system", why, "DependencyFailed",
-                                    upstream=up["id"]):
+                why = (
+                    f"dependency {up['id']} ended {status.value}; this task needed "
+                    f"on={e['on_status']}" + (" with its condition" if cond else "")
+                )
+                if self._cancel_now(
+                    cur, down, now, "system", why, "DependencyFailed", upstream=up["id"]
+                ):
                     newly_terminal.append(down["id"])
                 continue
-            still = cur.execute("SELECT count(*) FROM task_deps WHERE task_id = ? "
-                                "AND state != 'satisfied'", (down["id"],)).fetchone()[0]
+            still = cur.execute(
+                "SELECT count(*) FROM task_deps WHERE task_id = ? AND state != 'satisfied'",
+                (down["id"],),
+            ).fetchone()[0]
             if still == 0 and down["status"] == Status.BLOCKED.value:
                 self._promote_blocked(cur, down, now)
         return newly_terminal
@@ -804,42 +1044,65 @@ class SQLiteStore:
     def _promote_blocked(self, cur: sqlite3.Cursor, down: sqlite3.Row, now: float) -> None:
         """All dependencies hold: resolve ``$ref`` inputs and make the task ready."""
         task_input = loads(down["input"])
-        extra_sql, extra_args = "", ()
+        extra_sql: str = ""
+        extra_args: tuple[Any, ...] = ()
         if down["parent_id"] and find_refs(task_input):
             siblings = {
                 r["ref"]: {"result": loads(r["result"]), "status": r["status"], "id": r["id"]}
-                for r in cur.execute("SELECT id, ref, status, result FROM tasks "
-                                     "WHERE parent_id = ? AND ref IS NOT NULL",
-                                     (down["parent_id"],))
+                for r in cur.execute(
+                    "SELECT id, ref, status, result FROM tasks "
+                    "WHERE parent_id = ? AND ref IS NOT NULL",
+                    (down["parent_id"],),
+                )
             }
-            resolved = resolve_refs(task_input, lambda name: siblings.get(name))
+            resolved = resolve_refs(task_input, siblings.get)
             extra_sql, extra_args = ", input = ?", (dumps(resolved),)
         self._set_ready(cur, down["id"], down, now, extra_sql=extra_sql, extra_args=extra_args)
 
-    def _cancel_now(self, cur: sqlite3.Cursor, row: sqlite3.Row, now: float, actor: str | None,
-                    reason: str, error_type: str = "Cancelled",
-                    upstream: str | None = None) -> bool:
+    def _cancel_now(
+        self,
+        cur: sqlite3.Cursor,
+        row: sqlite3.Row,
+        now: float,
+        actor: str | None,
+        reason: str,
+        error_type: str = "Cancelled",
+        upstream: str | None = None,
+    ) -> bool:
         """Cancel a non-terminal task now (or ask its holder). True when it became terminal."""
         current = Status(row["status"])
         if current in TERMINAL:
             return False
         if current in LEASED and row["lease_id"] is not None:
-            cur.execute("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?",
-                        (now, row["id"]))
+            cur.execute(
+                "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+                (now, row["id"]),
+            )
             self._event(cur, row["id"], now, "cancel_requested", actor, {"reason": reason})
             return False
-        err = ErrorInfo(type=error_type, message=reason, retryable=False, at=dt(now),
-                        upstream=upstream)
+        err = ErrorInfo(
+            type=error_type, message=reason, retryable=False, at=dt(now), upstream=upstream
+        )
         details = err.model_dump(mode="json")
-        cur.execute("UPDATE tasks SET status = 'cancelled', finished_at = ?, updated_at = ?, "
-                    "error = ?, errors = json_insert(errors, '$[#]', json(?)), "
-                    "lease_id = NULL, lease_expires_at = NULL WHERE id = ?",
-                    (now, now, dumps(details), dumps(details), row["id"]))
-        self._event(cur, row["id"], now, "cancelled", actor,
-                    {"reason": reason, "error": error_type, "from": current.value})
+        cur.execute(
+            "UPDATE tasks SET status = 'cancelled', finished_at = ?, updated_at = ?, "
+            "error = ?, errors = json_insert(errors, '$[#]', json(?)), "
+            "lease_id = NULL, lease_expires_at = NULL WHERE id = ?",
+            (now, now, dumps(details), dumps(details), row["id"]),
+        )
+        self._event(
+            cur,
+            row["id"],
+            now,
+            "cancelled",
+            actor,
+            {"reason": reason, "error": error_type, "from": current.value},
+        )
         # A cancelled workflow parent takes its unfinished children with it.
-        for child in cur.execute("SELECT * FROM tasks WHERE parent_id = ? "
-                                 f"AND status NOT IN {_TERMINAL_SQL}", (row["id"],)).fetchall():
+        for child in cur.execute(
+            f"SELECT * FROM tasks WHERE parent_id = ? AND status NOT IN {_TERMINAL_SQL}",
+            (row["id"],),
+        ).fetchall():
             if self._cancel_now(cur, child, now, actor, f"workflow {row['id']} was cancelled"):
                 self._after_terminal(cur, child["id"], now)
         return True
@@ -849,45 +1112,79 @@ class SQLiteStore:
         parent = self._fetch(cur, parent_id)
         if parent is None or Status(parent["status"]) in TERMINAL:
             return None
-        open_children = cur.execute(f"SELECT count(*) FROM tasks WHERE parent_id = ? AND "
-                                    f"status NOT IN {_TERMINAL_SQL}", (parent_id,)).fetchone()[0]
-        done = cur.execute("SELECT ref, id, status, result, error FROM tasks "
-                           "WHERE parent_id = ? ORDER BY id", (parent_id,)).fetchall()
+        open_children = cur.execute(
+            f"SELECT count(*) FROM tasks WHERE parent_id = ? AND status NOT IN {_TERMINAL_SQL}",
+            (parent_id,),
+        ).fetchone()[0]
+        done = cur.execute(
+            "SELECT ref, id, status, result, error FROM tasks WHERE parent_id = ? ORDER BY id",
+            (parent_id,),
+        ).fetchall()
         total = len(done)
         finished = total - open_children
         progress = round(100.0 * finished / total, 1) if total else 100.0
         if open_children:
-            cur.execute("UPDATE tasks SET progress = ?, updated_at = ? WHERE id = ?",
-                        (progress, now, parent_id))
+            cur.execute(
+                "UPDATE tasks SET progress = ?, updated_at = ? WHERE id = ?",
+                (progress, now, parent_id),
+            )
             return None
-        results = {(r["ref"] or r["id"]): loads(r["result"]) for r in done
-                   if r["status"] == Status.COMPLETED.value}
+        results = {
+            (r["ref"] or r["id"]): loads(r["result"])
+            for r in done
+            if r["status"] == Status.COMPLETED.value
+        }
         failed = [r for r in done if r["status"] == Status.FAILED.value]
         if failed:
             first = failed[0]
             child_err = loads(first["error"]) or {}
-            err = ErrorInfo(type="ChildFailed", retryable=False, at=dt(now),
-                            message=f"child {first['ref'] or first['id']} failed: "
-                                    f"{child_err.get('message', '')}")
-            cur.execute("UPDATE tasks SET status = 'failed', result = ?, error = ?, "
-                        "errors = json_insert(errors, '$[#]', json(?)), finished_at = ?, "
-                        "actual_duration_s = ? - created_at, updated_at = ?, progress = ? "
-                        "WHERE id = ?",
-                        (dumps(results), err.model_dump_json(), err.model_dump_json(), now, now,
-                         now, progress, parent_id))
-            self._event(cur, parent_id, now, "failed", "system",
-                        {"error": "ChildFailed", "child": first["id"]})
+            err = ErrorInfo(
+                type="ChildFailed",
+                retryable=False,
+                at=dt(now),
+                message=f"child {first['ref'] or first['id']} failed: "
+                f"{child_err.get('message', '')}",
+            )
+            cur.execute(
+                "UPDATE tasks SET status = 'failed', result = ?, error = ?, "
+                "errors = json_insert(errors, '$[#]', json(?)), finished_at = ?, "
+                "actual_duration_s = ? - created_at, updated_at = ?, progress = ? "
+                "WHERE id = ?",
+                (
+                    dumps(results),
+                    err.model_dump_json(),
+                    err.model_dump_json(),
+                    now,
+                    now,
+                    now,
+                    progress,
+                    parent_id,
+                ),
+            )
+            self._event(
+                cur,
+                parent_id,
+                now,
+                "failed",
+                "system",
+                {"error": "ChildFailed", "child": first["id"]},
+            )
         else:
-            cur.execute("UPDATE tasks SET status = 'completed', result = ?, finished_at = ?, "
-                        "actual_duration_s = ? - created_at, updated_at = ?, progress = 100 "
-                        "WHERE id = ?", (dumps(results), now, now, now, parent_id))
+            cur.execute(
+                "UPDATE tasks SET status = 'completed', result = ?, finished_at = ?, "
+                "actual_duration_s = ? - created_at, updated_at = ?, progress = 100 "
+                "WHERE id = ?",
+                (dumps(results), now, now, now, parent_id),
+            )
             self._event(cur, parent_id, now, "completed", "system", {"children": total})
         return parent_id
 
     # ------------------------------------------------------------------ control
-    async def cancel(self, task_id: str, now: float, *, owner: str | None, actor: str | None,
-                     reason: str | None) -> Task:
+    async def cancel(
+        self, task_id: str, now: float, *, owner: str | None, actor: str | None, reason: str | None
+    ) -> Task:
         """Cancel now, or ask the holder."""
+
         def w(cur: sqlite3.Cursor) -> Task:
             row = self._owned(cur, task_id, owner)
             current = Status(row["status"])
@@ -897,6 +1194,7 @@ class SQLiteStore:
             if self._cancel_now(cur, row, now, actor, reason or "cancelled by request"):
                 self._after_terminal(cur, task_id, now)
             return self._task(cur, task_id)
+
         return await self._run(self._write, w)
 
     def _owned(self, cur: sqlite3.Cursor, task_id: str, owner: str | None) -> sqlite3.Row:
@@ -905,9 +1203,11 @@ class SQLiteStore:
             raise NotFound("task", task_id)
         return row
 
-    async def pause(self, task_id: str, now: float, *, owner: str | None,
-                    actor: str | None) -> Task:
+    async def pause(
+        self, task_id: str, now: float, *, owner: str | None, actor: str | None
+    ) -> Task:
         """Pause now, or ask the holder."""
+
         def w(cur: sqlite3.Cursor) -> Task:
             row = self._owned(cur, task_id, owner)
             current = Status(row["status"])
@@ -916,20 +1216,34 @@ class SQLiteStore:
             if current not in PAUSABLE:
                 raise IllegalTransition(task_id, current.value, Status.PAUSED.value)
             if current in LEASED and row["lease_id"] is not None:
-                cur.execute("UPDATE tasks SET pause_requested = 1, updated_at = ? WHERE id = ?",
-                            (now, task_id))
+                cur.execute(
+                    "UPDATE tasks SET pause_requested = 1, updated_at = ? WHERE id = ?",
+                    (now, task_id),
+                )
                 self._event(cur, task_id, now, "pause_requested", actor, None)
             else:
-                cur.execute("UPDATE tasks SET status = 'paused', paused_from = ?, updated_at = ? "
-                            "WHERE id = ?", (current.value, now, task_id))
-                self._event(cur, task_id, now, "status_changed", actor,
-                            {"from": current.value, "to": "paused"})
+                cur.execute(
+                    "UPDATE tasks SET status = 'paused', paused_from = ?, updated_at = ? "
+                    "WHERE id = ?",
+                    (current.value, now, task_id),
+                )
+                self._event(
+                    cur,
+                    task_id,
+                    now,
+                    "status_changed",
+                    actor,
+                    {"from": current.value, "to": "paused"},
+                )
             return self._task(cur, task_id)
+
         return await self._run(self._write, w)
 
-    async def resume(self, task_id: str, now: float, *, owner: str | None,
-                     actor: str | None) -> Task:
+    async def resume(
+        self, task_id: str, now: float, *, owner: str | None, actor: str | None
+    ) -> Task:
         """Back to blocked/scheduled/queued."""
+
         def w(cur: sqlite3.Cursor) -> Task:
             row = self._owned(cur, task_id, owner)
             current = Status(row["status"])
@@ -938,23 +1252,34 @@ class SQLiteStore:
                 self._event(cur, task_id, now, "resumed", actor, None)
                 return self._task(cur, task_id)
             if current is not Status.PAUSED:
-                raise Conflict(f"task {task_id} is {current.value}, not paused",
-                               details={"task_id": task_id, "status": current.value})
-            waiting = cur.execute("SELECT count(*) FROM task_deps WHERE task_id = ? "
-                                  "AND state != 'satisfied'", (task_id,)).fetchone()[0]
+                raise Conflict(
+                    f"task {task_id} is {current.value}, not paused",
+                    details={"task_id": task_id, "status": current.value},
+                )
+            waiting = cur.execute(
+                "SELECT count(*) FROM task_deps WHERE task_id = ? AND state != 'satisfied'",
+                (task_id,),
+            ).fetchone()[0]
             if waiting:
-                cur.execute("UPDATE tasks SET status = 'blocked', paused_from = NULL, "
-                            "updated_at = ? WHERE id = ?", (now, task_id))
-                self._event(cur, task_id, now, "status_changed", actor,
-                            {"from": "paused", "to": "blocked"})
+                cur.execute(
+                    "UPDATE tasks SET status = 'blocked', paused_from = NULL, "
+                    "updated_at = ? WHERE id = ?",
+                    (now, task_id),
+                )
+                self._event(
+                    cur, task_id, now, "status_changed", actor, {"from": "paused", "to": "blocked"}
+                )
             else:
                 self._set_ready(cur, task_id, row, now, actor=actor)
             return self._task(cur, task_id)
+
         return await self._run(self._write, w)
 
-    async def retry(self, task_ids: Sequence[str], now: float, *, owner: str | None,
-                    actor: str | None) -> list[Task]:
+    async def retry(
+        self, task_ids: Sequence[str], now: float, *, owner: str | None, actor: str | None
+    ) -> list[Task]:
         """Dead-letter retry with a fresh attempt budget; revives DependencyFailed dependents."""
+
         def w(cur: sqlite3.Cursor) -> list[Task]:
             out = []
             for task_id in task_ids:
@@ -965,36 +1290,49 @@ class SQLiteStore:
                 self._revive(cur, row, now, actor)
                 out.append(self._task(cur, task_id))
             return out
+
         return await self._run(self._write, w)
 
-    def _revive(self, cur: sqlite3.Cursor, row: sqlite3.Row, now: float,
-                actor: str | None) -> None:
+    def _revive(self, cur: sqlite3.Cursor, row: sqlite3.Row, now: float, actor: str | None) -> None:
         task_id = row["id"]
-        reset = ("attempt = 0, error = NULL, result = NULL, finished_at = NULL, "
-                 "actual_duration_s = NULL, cancel_requested = 0, pause_requested = 0, "
-                 "progress = 0, current_step = NULL, lease_id = NULL, lease_expires_at = NULL")
-        cur.execute("UPDATE task_deps SET state = 'wait' WHERE task_id = ? "
-                    "AND state = 'impossible'", (task_id,))
+        reset = (
+            "attempt = 0, error = NULL, result = NULL, finished_at = NULL, "
+            "actual_duration_s = NULL, cancel_requested = 0, pause_requested = 0, "
+            "progress = 0, current_step = NULL, lease_id = NULL, lease_expires_at = NULL"
+        )
+        cur.execute(
+            "UPDATE task_deps SET state = 'wait' WHERE task_id = ? AND state = 'impossible'",
+            (task_id,),
+        )
         # Re-evaluate edges against the upstreams' current state.
-        edges = cur.execute("SELECT d.depends_on_id, d.on_status, d.cond, t.status, t.result "
-                            "FROM task_deps d JOIN tasks t ON t.id = d.depends_on_id "
-                            "WHERE d.task_id = ?", (task_id,)).fetchall()
+        edges = cur.execute(
+            "SELECT d.depends_on_id, d.on_status, d.cond, t.status, t.result "
+            "FROM task_deps d JOIN tasks t ON t.id = d.depends_on_id "
+            "WHERE d.task_id = ?",
+            (task_id,),
+        ).fetchall()
         waiting = False
         for e in edges:
             cond = Condition.model_validate_json(e["cond"]) if e["cond"] else None
-            state = edge_state(DependencyOn(e["on_status"]), cond, Status(e["status"]),
-                               loads(e["result"]))
+            state = edge_state(
+                DependencyOn(e["on_status"]), cond, Status(e["status"]), loads(e["result"])
+            )
             if state is EdgeState.IMPOSSIBLE:
                 raise Conflict(
                     f"task {task_id} depends on {e['depends_on_id']}, which ended "
                     f"{e['status']}; retry that task first",
-                    details={"task_id": task_id, "upstream": e["depends_on_id"]})
-            cur.execute("UPDATE task_deps SET state = ? WHERE task_id = ? AND depends_on_id = ?",
-                        (state.value, task_id, e["depends_on_id"]))
+                    details={"task_id": task_id, "upstream": e["depends_on_id"]},
+                )
+            cur.execute(
+                "UPDATE task_deps SET state = ? WHERE task_id = ? AND depends_on_id = ?",
+                (state.value, task_id, e["depends_on_id"]),
+            )
             waiting = waiting or state is EdgeState.WAIT
         if waiting:
-            cur.execute(f"UPDATE tasks SET status = 'blocked', {reset}, updated_at = ? "
-                        "WHERE id = ?", (now, task_id))
+            cur.execute(
+                f"UPDATE tasks SET status = 'blocked', {reset}, updated_at = ? WHERE id = ?",
+                (now, task_id),
+            )
             self._event(cur, task_id, now, "retried", actor, {"to": "blocked"})
         else:
             cur.execute(f"UPDATE tasks SET {reset} WHERE id = ?", (task_id,))
@@ -1003,81 +1341,122 @@ class SQLiteStore:
         for dep in cur.execute(
             "SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id "
             "WHERE d.depends_on_id = ? AND t.status = 'cancelled' "
-            "AND json_extract(t.error, '$.type') = 'DependencyFailed'", (task_id,)).fetchall():
-            cur.execute("UPDATE task_deps SET state = 'wait' WHERE task_id = ? AND "
-                        "depends_on_id = ?", (dep["id"], task_id))
+            "AND json_extract(t.error, '$.type') = 'DependencyFailed'",
+            (task_id,),
+        ).fetchall():
+            cur.execute(
+                "UPDATE task_deps SET state = 'wait' WHERE task_id = ? AND depends_on_id = ?",
+                (dep["id"], task_id),
+            )
             self._revive(cur, dep, now, actor)
         # A failed workflow runs again while one of its children does.
         if row["parent_id"]:
-            cur.execute("UPDATE tasks SET status = 'running', finished_at = NULL, error = NULL, "
-                        "updated_at = ? WHERE id = ? AND status IN ('failed', 'cancelled')",
-                        (now, row["parent_id"]))
+            cur.execute(
+                "UPDATE tasks SET status = 'running', finished_at = NULL, error = NULL, "
+                "updated_at = ? WHERE id = ? AND status IN ('failed', 'cancelled')",
+                (now, row["parent_id"]),
+            )
 
     async def maintain(self, now: float) -> dict[str, int]:
         """Reap expired leases, promote due tasks, enforce deadlines, mark silent agents."""
+
         def w(cur: sqlite3.Cursor) -> dict[str, int]:
             expired = cur.execute(
                 f"SELECT * FROM tasks WHERE lease_id IS NOT NULL AND lease_expires_at < ? "
-                f"AND status IN {_LEASED_SQL} LIMIT 1000", (now,)).fetchall()
+                f"AND status IN {_LEASED_SQL} LIMIT 1000",
+                (now,),
+            ).fetchall()
             for row in expired:
-                err = ErrorInfo(type="LeaseExpired", retryable=True,
-                                message=f"lease held by {row['lease_holder']} expired "
-                                        "(worker lost or too slow to heartbeat)")
+                err = ErrorInfo(
+                    type="LeaseExpired",
+                    retryable=True,
+                    message=f"lease held by {row['lease_holder']} expired "
+                    "(worker lost or too slow to heartbeat)",
+                )
                 # A lost worker says nothing about the task: requeue at once, no backoff.
                 self._end_attempt(cur, row, err, now, 0.0, "reaper", lease_lost=True)
             promoted = self._promote_due(cur, now)
             late = cur.execute(
                 f"SELECT * FROM tasks WHERE deadline IS NOT NULL AND deadline < ? "
                 f"AND status NOT IN {_TERMINAL_SQL} AND type != 'workflow' LIMIT 1000",
-                (now,)).fetchall()
+                (now,),
+            ).fetchall()
             for row in late:
-                err = ErrorInfo(type="DeadlineExceeded", retryable=False,
-                                message=f"deadline {dt(row['deadline'])} passed", at=dt(now))
+                err = ErrorInfo(
+                    type="DeadlineExceeded",
+                    retryable=False,
+                    message=f"deadline {dt(row['deadline'])} passed",
+                    at=dt(now),
+                )
                 cur.execute(
                     "UPDATE tasks SET status = 'failed', error = ?, "
                     "errors = json_insert(errors, '$[#]', json(?)), finished_at = ?, "
                     "updated_at = ?, lease_id = NULL, lease_expires_at = NULL WHERE id = ?",
-                    (err.model_dump_json(), err.model_dump_json(), now, now, row["id"]))
-                self._event(cur, row["id"], now, "failed", "system",
-                            {"error": "DeadlineExceeded", "from": row["status"]})
+                    (err.model_dump_json(), err.model_dump_json(), now, now, row["id"]),
+                )
+                self._event(
+                    cur,
+                    row["id"],
+                    now,
+                    "failed",
+                    "system",
+                    {"error": "DeadlineExceeded", "from": row["status"]},
+                )
                 self._after_terminal(cur, row["id"], now)
             offline = cur.execute(
                 "UPDATE agents SET status = 'offline', updated_at = ? WHERE status != 'offline' "
-                "AND last_heartbeat < ?", (now, now - AGENT_OFFLINE_AFTER_S)).rowcount
-            return {"lease_expired": len(expired), "promoted": promoted,
-                    "deadline_failed": len(late), "agents_offline": offline}
+                "AND last_heartbeat < ?",
+                (now, now - AGENT_OFFLINE_AFTER_S),
+            ).rowcount
+            return {
+                "lease_expired": len(expired),
+                "promoted": promoted,
+                "deadline_failed": len(late),
+                "agents_offline": offline,
+            }
+
         return await self._run(self._write, w)
 
     # ------------------------------------------------------------------ insight
     async def stats(self, now: float, owner: str | None = None) -> Stats:
         """Counts by status; per-type figures over the last day."""
+
         def q(cur: sqlite3.Cursor) -> Stats:
             own = " AND owner = ?" if owner is not None else ""
             own_args: tuple[Any, ...] = (owner,) if owner is not None else ()
             counts = {s.value: 0 for s in Status}
-            for r in cur.execute(f"SELECT status, count(*) FROM tasks WHERE 1=1{own} "
-                                 "GROUP BY status", own_args):
+            for r in cur.execute(
+                f"SELECT status, count(*) FROM tasks WHERE 1=1{own} GROUP BY status", own_args
+            ):
                 counts[r[0]] = r[1]
             rows = cur.execute(
                 f"SELECT type, status, actual_duration_s, started_at - queued_at FROM tasks "
                 f"WHERE finished_at > ?{own} ORDER BY finished_at DESC LIMIT 200000",
-                (now - 86400, *own_args)).fetchall()
-            per_type_counts = dict(cur.execute(
-                f"SELECT type, count(*) FROM tasks WHERE 1=1{own} GROUP BY type",
-                own_args).fetchall())
-            agents = dict(cur.execute("SELECT status, count(*) FROM agents GROUP BY status")
-                          .fetchall())
+                (now - 86400, *own_args),
+            ).fetchall()
+            per_type_counts = dict(
+                cur.execute(
+                    f"SELECT type, count(*) FROM tasks WHERE 1=1{own} GROUP BY type", own_args
+                ).fetchall()
+            )
+            agents = dict(
+                cur.execute("SELECT status, count(*) FROM agents GROUP BY status").fetchall()
+            )
             return build_stats(counts, per_type_counts, [tuple(r) for r in rows], agents, now)
+
         return await self._run(self._read, q)
 
     async def mean_durations(self) -> dict[str, float]:
         """Mean run time per type over recent completions."""
+
         def q(cur: sqlite3.Cursor) -> dict[str, float]:
             rows = cur.execute(
                 "SELECT type, avg(actual_duration_s) FROM (SELECT type, actual_duration_s "
                 "FROM tasks WHERE finished_at IS NOT NULL AND status = 'completed' "
-                "ORDER BY finished_at DESC LIMIT 5000) GROUP BY type").fetchall()
+                "ORDER BY finished_at DESC LIMIT 5000) GROUP BY type"
+            ).fetchall()
             return {r[0]: float(r[1]) for r in rows if r[1] is not None}
+
         return await self._run(self._read, q)
 
     # ------------------------------------------------------------------ agents
@@ -1104,13 +1483,27 @@ class SQLiteStore:
                 "status, last_heartbeat, endpoint, metadata, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'online', ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
                 "SET name = excluded.name, kind = excluded.kind, "
-                "capabilities = excluded.capabilities, max_concurrency = excluded.max_concurrency,"
-                " queues = excluded.queues, status = 'online', last_heartbeat = excluded.last_heartbeat,"
+                "capabilities = excluded.capabilities, "
+                "max_concurrency = excluded.max_concurrency, queues = excluded.queues, "
+                "status = 'online', last_heartbeat = excluded.last_heartbeat,"
                 " endpoint = excluded.endpoint, metadata = excluded.metadata, "
                 "updated_at = excluded.updated_at",
-                (agent_id, reg.name, reg.kind.value, dumps(reg.capabilities), reg.max_concurrency,
-                 dumps(reg.queues), now, reg.endpoint, dumps(reg.metadata), now, now))
+                (
+                    agent_id,
+                    reg.name,
+                    reg.kind.value,
+                    dumps(reg.capabilities),
+                    reg.max_concurrency,
+                    dumps(reg.queues),
+                    now,
+                    reg.endpoint,
+                    dumps(reg.metadata),
+                    now,
+                    now,
+                ),
+            )
             return self._agent(cur, agent_id)
+
         return await self._run(self._write, w)
 
     def _agent(self, cur: sqlite3.Cursor, agent_id: str) -> Agent:
@@ -1119,33 +1512,46 @@ class SQLiteStore:
             raise NotFound("agent", agent_id)
         return row_to_agent(row)
 
-    async def agent_heartbeat(self, agent_id: str, metadata: dict[str, object] | None,
-                              now: float) -> Agent:
+    async def agent_heartbeat(
+        self, agent_id: str, metadata: dict[str, object] | None, now: float
+    ) -> Agent:
         """Mark alive; merge metadata."""
+
         def w(cur: sqlite3.Cursor) -> Agent:
-            row = cur.execute("SELECT metadata, status FROM agents WHERE id = ?",
-                              (agent_id,)).fetchone()
+            row = cur.execute(
+                "SELECT metadata, status FROM agents WHERE id = ?", (agent_id,)
+            ).fetchone()
             if row is None:
                 raise NotFound("agent", agent_id)
             meta = {**(loads(row["metadata"]) or {}), **(metadata or {})}
             status = row["status"] if row["status"] in ("busy", "draining") else "online"
-            cur.execute("UPDATE agents SET last_heartbeat = ?, metadata = ?, status = ?, "
-                        "updated_at = ? WHERE id = ?", (now, dumps(meta), status, now, agent_id))
+            cur.execute(
+                "UPDATE agents SET last_heartbeat = ?, metadata = ?, status = ?, "
+                "updated_at = ? WHERE id = ?",
+                (now, dumps(meta), status, now, agent_id),
+            )
             return self._agent(cur, agent_id)
+
         return await self._run(self._write, w)
 
     async def deregister_agent(self, agent_id: str, now: float) -> None:
         """Mark offline."""
+
         def w(cur: sqlite3.Cursor) -> None:
-            cur.execute("UPDATE agents SET status = ?, updated_at = ? WHERE id = ?",
-                        (AgentStatus.OFFLINE.value, now, agent_id))
+            cur.execute(
+                "UPDATE agents SET status = ?, updated_at = ? WHERE id = ?",
+                (AgentStatus.OFFLINE.value, now, agent_id),
+            )
+
         await self._run(self._write, w)
 
     async def list_agents(self) -> list[Agent]:
         """All agents with load and history."""
+
         def q(cur: sqlite3.Cursor) -> list[Agent]:
             rows = cur.execute(f"{self._AGENT_SELECT} ORDER BY a.name, a.id").fetchall()
             return [row_to_agent(r) for r in rows]
+
         return await self._run(self._read, q)
 
 
