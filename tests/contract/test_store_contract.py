@@ -497,3 +497,28 @@ def test_stats_and_agents(svc: Harness) -> None:
     svc.clock.advance(31)
     svc(svc.service.maintain())
     assert svc(svc.service.list_agents())[0].status.value == "offline"
+
+
+# --------------------------------------------------------------------------- tokens, audit
+
+
+def test_tokens_audit_and_tenant_claims(svc: Harness) -> None:
+    from offload.core.auth import AuthService, Unauthenticated
+
+    auth = AuthService(svc.service.store, svc.clock)
+    new = svc(auth.create_token("alice", "agent", name="laptop"))
+    assert new.token.startswith("ofk_") and new.info.role.value == "agent"
+    who = svc(auth.authenticate(new.token))
+    assert who.user == "alice" and who.owner_scope == "alice"
+    with pytest.raises(Unauthenticated):
+        svc(auth.authenticate("ofk_wrong"))
+    svc(auth.revoke_token(new.info.id))
+    with pytest.raises(Unauthenticated):
+        svc(auth.authenticate(new.token))
+    svc(auth.audit(who, "task.cancel", "t1", 200, {"reason": "x"}))
+    entries, total = svc(auth.list_audit())
+    assert total == 1 and entries[0].action == "task.cancel" and entries[0].actor == "alice"
+    svc(svc.service.submit(spec(), owner="bob"))
+    mine = svc(svc.service.submit(spec(), owner="alice"))
+    got = claim(svc, 10, tenant="alice")
+    assert [t.id for t in got] == [mine.id]

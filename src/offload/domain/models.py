@@ -397,6 +397,8 @@ class ClaimRequest(_Model):
     types: list[str] | None = None
     max: int = Field(1, ge=1, le=1000)
     lease_ttl_s: float = Field(30.0, gt=0, le=86_400)
+    #: Set by the server from the caller's token: only this owner's tasks are eligible.
+    tenant: str | None = None
 
 
 class LeaseRef(_Model):
@@ -552,3 +554,56 @@ class TaskTypeInfo(_Model):
     queue: str = "default"
     executable: bool = True
     version: int = 1
+
+
+class Role(StrEnum):
+    """What a token may do: admins see all, users their own tasks, agents claim work."""
+
+    ADMIN = "admin"
+    USER = "user"
+    AGENT = "agent"
+
+
+class Principal(_Model):
+    """The authenticated caller of an API request."""
+
+    user: str
+    role: Role
+    token_id: str | None = None
+
+    @property
+    def owner_scope(self) -> str | None:
+        """The owner filter to apply: None (all tasks) for admins, else the user."""
+        return None if self.role is Role.ADMIN else self.user
+
+
+class TokenInfo(_Model):
+    """An API token's record (never the secret itself)."""
+
+    id: str
+    user: str
+    role: Role
+    name: str | None = None
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked: bool = False
+
+
+class NewToken(_Model):
+    """A freshly created token: ``token`` is shown once and stored only as a hash."""
+
+    token: str
+    info: TokenInfo
+
+
+class AuditEntry(_Model):
+    """One state-changing call: who, what, when, outcome."""
+
+    seq: int = 0
+    at: datetime
+    actor: str | None = None
+    role: str | None = None
+    action: str
+    target: str | None = None
+    status: int | None = None
+    details: dict[str, JSON] = Field(default_factory=dict)

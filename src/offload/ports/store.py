@@ -14,6 +14,7 @@ from offload.domain.models import (
     Ack,
     Agent,
     AgentRegistration,
+    AuditEntry,
     ClaimRequest,
     Completion,
     Failure,
@@ -24,6 +25,7 @@ from offload.domain.models import (
     Task,
     TaskEvent,
     TaskFilter,
+    TokenInfo,
 )
 
 
@@ -161,6 +163,33 @@ class Store(Protocol):
 
     async def list_agents(self) -> list[Agent]:
         """Every agent with its live load."""
+        ...
+
+    # -- tokens and audit ------------------------------------------------------
+    async def create_token(self, info: TokenInfo, token_hash: str) -> TokenInfo:
+        """Store a token record under the hash of its secret."""
+        ...
+
+    async def find_token(self, token_hash: str, now: float) -> TokenInfo | None:
+        """The live (not revoked) token with this hash; records its use."""
+        ...
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        """Every token record."""
+        ...
+
+    async def revoke_token(self, token_id: str, now: float) -> TokenInfo:
+        """Revoke a token."""
+        ...
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Record one state-changing call."""
+        ...
+
+    async def list_audit(
+        self, limit: int = 100, offset: int = 0, actor: str | None = None
+    ) -> tuple[list[AuditEntry], int]:
+        """Newest audit entries first, and the total."""
         ...
 
     # -- change notification ---------------------------------------------------

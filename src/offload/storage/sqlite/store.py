@@ -32,6 +32,7 @@ from offload.domain.models import (
     Agent,
     AgentRegistration,
     AgentStatus,
+    AuditEntry,
     ClaimRequest,
     Completion,
     Condition,
@@ -46,6 +47,7 @@ from offload.domain.models import (
     Task,
     TaskEvent,
     TaskFilter,
+    TokenInfo,
 )
 from offload.domain.rules import (
     DEFAULT_AGING_INTERVAL_S,
@@ -570,6 +572,9 @@ class SQLiteStore:
         self._promote_due(cur, now)
         filters = ["status = 'queued'", "queue = ?", "(agent_id IS NULL OR agent_id = ?)"]
         base_args: list[Any] = [req.agent_id]
+        if req.tenant is not None:
+            filters.append("owner = ?")
+            base_args.append(req.tenant)
         if req.types is not None:
             if not req.types:
                 return []
@@ -1545,6 +1550,95 @@ class SQLiteStore:
 
         await self._run(self._write, w)
 
+    # ------------------------------------------------------------------ tokens, audit
+    async def create_token(self, info: TokenInfo, token_hash: str) -> TokenInfo:
+        """Store a token under its hash."""
+
+        def w(cur: sqlite3.Cursor) -> TokenInfo:
+            cur.execute(
+                "INSERT INTO api_tokens (id, user_id, role, token_hash, name, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (info.id, info.user, info.role.value, token_hash, info.name,
+                 info.created_at.timestamp()),
+            )  # fmt: skip
+            return info
+
+        return await self._run(self._write, w)
+
+    async def find_token(self, token_hash: str, now: float) -> TokenInfo | None:
+        """A live token by hash; ``last_used_at`` is refreshed at most once a minute."""
+
+        def w(cur: sqlite3.Cursor) -> TokenInfo | None:
+            row = cur.execute(
+                "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                (token_hash,),
+            ).fetchone()
+            if row is None:
+                return None
+            if row["last_used_at"] is None or now - row["last_used_at"] > 60:
+                cur.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
+                            (now, row["id"]))  # fmt: skip
+            return _token(row)
+
+        return await self._run(self._write, w)
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        """All tokens."""
+
+        def q(cur: sqlite3.Cursor) -> list[TokenInfo]:
+            rows = cur.execute("SELECT * FROM api_tokens ORDER BY created_at").fetchall()
+            return [_token(r) for r in rows]
+
+        return await self._run(self._read, q)
+
+    async def revoke_token(self, token_id: str, now: float) -> TokenInfo:
+        """Revoke."""
+
+        def w(cur: sqlite3.Cursor) -> TokenInfo:
+            cur.execute("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
+                        (now, token_id))  # fmt: skip
+            row = cur.execute("SELECT * FROM api_tokens WHERE id = ?", (token_id,)).fetchone()
+            if row is None:
+                raise NotFound("token", token_id)
+            return _token(row)
+
+        return await self._run(self._write, w)
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """One audit row."""
+
+        def w(cur: sqlite3.Cursor) -> None:
+            cur.execute(
+                "INSERT INTO audit_log (at, actor, role, action, target, status, details) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (entry.at.timestamp(), entry.actor, entry.role, entry.action, entry.target,
+                 entry.status, dumps(entry.details)),
+            )  # fmt: skip
+
+        await self._run(self._write, w)
+
+    async def list_audit(
+        self, limit: int = 100, offset: int = 0, actor: str | None = None
+    ) -> tuple[list[AuditEntry], int]:
+        """Newest first."""
+
+        def q(cur: sqlite3.Cursor) -> tuple[list[AuditEntry], int]:
+            where, args = ("WHERE actor = ?", [actor]) if actor else ("", [])
+            total = cur.execute(f"SELECT count(*) FROM audit_log {where}", args).fetchone()[0]
+            rows = cur.execute(
+                f"SELECT * FROM audit_log {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+            out = [
+                AuditEntry(seq=r["seq"], at=dt(r["at"]), actor=r["actor"], role=r["role"],
+                           action=r["action"], target=r["target"], status=r["status"],
+                           details=loads(r["details"]) or {})
+                for r in rows
+            ]  # fmt: skip
+            return out, int(total)
+
+        return await self._run(self._read, q)
+
     async def list_agents(self) -> list[Agent]:
         """All agents with load and history."""
 
@@ -1553,6 +1647,18 @@ class SQLiteStore:
             return [row_to_agent(r) for r in rows]
 
         return await self._run(self._read, q)
+
+
+def _token(r: Any) -> TokenInfo:
+    return TokenInfo(
+        id=r["id"],
+        user=r["user_id"],
+        role=r["role"],
+        name=r["name"],
+        created_at=dt(r["created_at"]),
+        last_used_at=dt(r["last_used_at"]),
+        revoked=r["revoked_at"] is not None,
+    )
 
 
 def _dicts(cur: sqlite3.Cursor, rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
