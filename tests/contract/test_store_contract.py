@@ -522,3 +522,20 @@ def test_tokens_audit_and_tenant_claims(svc: Harness) -> None:
     mine = svc(svc.service.submit(spec(), owner="alice"))
     got = claim(svc, 10, tenant="alice")
     assert [t.id for t in got] == [mine.id]
+
+
+def test_event_stream_filters(svc: Harness) -> None:
+    from offload.domain.models import EventFilter
+
+    a = svc(svc.service.submit(spec(), owner="alice"))
+    b = svc(svc.service.submit(spec("t.echo"), owner="bob"))
+    start = 0
+    every = svc(svc.service.events_since(start))
+    assert [e.task_id for e in every] == [a.id, b.id]
+    assert every[0].task_type == "t.num" and every[0].task_status == "queued"
+    only_bob = svc(svc.service.events_since(start, EventFilter(owner="bob")))
+    assert [e.task_id for e in only_bob] == [b.id]
+    by_type = svc(svc.service.events_since(start, EventFilter(type="t.num", status=["pending"])))
+    assert [e.task_id for e in by_type] == [a.id]
+    last = svc(svc.service.last_event_seq())
+    assert svc(svc.service.events_since(last)) == []

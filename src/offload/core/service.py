@@ -32,6 +32,7 @@ from offload.domain.models import (
     ClaimRequest,
     Completion,
     Dependency,
+    EventFilter,
     Failure,
     LeaseRef,
     LeaseState,
@@ -308,6 +309,17 @@ class QueueService:
             if events or remaining <= 0:
                 return events
             await self.store.wait_for_change(min(remaining, 1.0))
+
+    async def events_since(
+        self, after_seq: int, flt: EventFilter | None = None, limit: int = 1000
+    ) -> builtins.list[TaskEvent]:
+        """Events of every task (or those ``flt`` selects) after ``after_seq``: the source of
+        the live stream. Pass ``flt.owner`` to restrict to one tenant."""
+        return await self.store.events_since(after_seq, limit, flt)
+
+    async def last_event_seq(self) -> int:
+        """Where a new live stream starts."""
+        return await self.store.last_event_seq()
 
     async def stats(self, owner: str | None = None) -> Stats:
         """Counts and per-type figures."""

@@ -386,6 +386,18 @@ class TaskEvent(_Model):
     kind: str
     actor: str | None = None
     data: JSON = None
+    #: The task's type and current status, filled by the live stream for its consumers.
+    task_type: str | None = None
+    task_status: str | None = None
+
+
+class EventFilter(_Model):
+    """Which events a live stream delivers."""
+
+    task_id: str | None = None
+    type: str | None = None
+    status: list[str] | None = None
+    owner: str | None = None
 
 
 class ClaimRequest(_Model):

@@ -17,6 +17,7 @@ from offload.domain.models import (
     AuditEntry,
     ClaimRequest,
     Completion,
+    EventFilter,
     Failure,
     LeaseRef,
     LeaseState,
@@ -74,8 +75,15 @@ class Store(Protocol):
         """A task's events after ``after_seq``, oldest first."""
         ...
 
-    async def events_since(self, after_seq: int, limit: int = 1000) -> list[TaskEvent]:
-        """Every task's events after ``after_seq`` (the live stream's source)."""
+    async def events_since(
+        self, after_seq: int, limit: int = 1000, flt: EventFilter | None = None
+    ) -> list[TaskEvent]:
+        """Events after ``after_seq`` (all, or those ``flt`` selects), with each task's type
+        and current status: the live stream's source."""
+        ...
+
+    async def last_event_seq(self) -> int:
+        """The newest event's ``seq`` (0 when there are none)."""
         ...
 
     # -- the worker protocol ---------------------------------------------------

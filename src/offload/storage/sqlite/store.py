@@ -38,6 +38,7 @@ from offload.domain.models import (
     Condition,
     DependencyOn,
     ErrorInfo,
+    EventFilter,
     Failure,
     LeaseRef,
     LeaseState,
@@ -552,14 +553,39 @@ class SQLiteStore:
 
         return await self._run(self._read, q)
 
-    async def events_since(self, after_seq: int, limit: int = 1000) -> list[TaskEvent]:
-        """All events after ``after_seq``."""
+    async def events_since(
+        self, after_seq: int, limit: int = 1000, flt: EventFilter | None = None
+    ) -> list[TaskEvent]:
+        """Events after ``after_seq`` (every task's, or those ``flt`` selects), oldest first."""
+        where = ["e.seq > ?"]
+        args: list[Any] = [after_seq]
+        if flt is not None:
+            for col, val in (("e.task_id", flt.task_id), ("t.type", flt.type),
+                             ("t.owner", flt.owner)):  # fmt: skip
+                if val is not None:
+                    where.append(f"{col} = ?")
+                    args.append(val)
+            if flt.status:
+                statuses = sorted(s.value for s in expand_statuses(flt.status))
+                where.append(f"t.status IN ({', '.join('?' * len(statuses))})")
+                args += statuses
 
         def q(cur: sqlite3.Cursor) -> list[TaskEvent]:
-            rows = cur.execute(
-                "SELECT * FROM task_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-            ).fetchall()
-            return [row_to_event(r) for r in rows]
+            cur.execute(
+                "SELECT e.*, t.type AS task_type, t.status AS task_status FROM task_events e "
+                f"JOIN tasks t ON t.id = e.task_id WHERE {' AND '.join(where)} "
+                "ORDER BY e.seq LIMIT ?",
+                (*args, limit),
+            )
+            return [row_to_event(r) for r in _dicts(cur, cur.fetchall())]
+
+        return await self._run(self._read, q)
+
+    async def last_event_seq(self) -> int:
+        """The newest event's ``seq`` (0 when there are none)."""
+
+        def q(cur: sqlite3.Cursor) -> int:
+            return int(cur.execute("SELECT coalesce(max(seq), 0) FROM task_events").fetchone()[0])
 
         return await self._run(self._read, q)
 
