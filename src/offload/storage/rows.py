@@ -179,8 +179,8 @@ def row_to_event(r: Mapping[str, Any]) -> TaskEvent:
         kind=r["kind"],
         actor=r["actor"],
         data=loads(r["data"]),
-        task_type=r["task_type"] if "task_type" in r else None,
-        task_status=r["task_status"] if "task_status" in r else None,
+        task_type=r.get("task_type"),
+        task_status=r.get("task_status"),
     )
 
 
