@@ -17,7 +17,7 @@ from offload.core.service import QueueService
 from offload.ports.clock import ManualClock
 from offload.storage import open_store
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 def make_registry() -> Registry:
@@ -44,7 +44,8 @@ def make_registry() -> Registry:
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'offload.db'}"
-    raise AssertionError(request.param)
+    server = request.getfixturevalue("pg_server")
+    return str(server.new_database())
 
 
 @pytest.fixture

@@ -15,11 +15,10 @@ async def open_store(url: str, *, aging_interval_s: float = DEFAULT_AGING_INTERV
         from offload.storage.sqlite.store import SQLiteStore
 
         store = SQLiteStore(url, aging_interval_s=aging_interval_s)
-    elif scheme in ("postgres", "postgresql"):
-        raise InvalidInput(
-            "the PostgreSQL backend is not available in this version; use sqlite:///path",
-            field="database_url",
-        )
+    elif scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        from offload.storage.postgres.store import PostgresStore
+
+        store = PostgresStore(url, aging_interval_s=aging_interval_s)
     else:
         raise InvalidInput(
             f"unsupported database URL scheme {scheme!r}; use sqlite:///path/to/offload.db",

@@ -1,0 +1,125 @@
+-- Offload schema, version 1 (PostgreSQL). Same shape as SQLite's, so one logic serves both.
+-- Times are epoch seconds (REAL). JSON columns hold text. Status values must equal
+-- offload.domain.status.Status (a test compares this CHECK with the enum).
+
+CREATE TABLE tasks (
+    id                   TEXT PRIMARY KEY,
+    type                 TEXT NOT NULL,
+    title                TEXT,
+    description          TEXT,
+    instructions         TEXT,
+    input                TEXT NOT NULL DEFAULT '{}',
+    tags                 TEXT NOT NULL DEFAULT '[]',
+    queue                TEXT NOT NULL DEFAULT 'default',
+    owner                TEXT,
+    requester            TEXT,
+    priority             INTEGER NOT NULL DEFAULT 5 CHECK (priority BETWEEN 1 AND 10),
+    capabilities         TEXT NOT NULL DEFAULT '[]',
+    caps_key             TEXT NOT NULL DEFAULT '',
+    agent_id             TEXT,
+    assignment           TEXT,
+    assigned_agent       TEXT,
+    depends_on           TEXT NOT NULL DEFAULT '[]',
+    parent_id            TEXT,
+    ref                  TEXT,
+    status               TEXT NOT NULL CHECK (status IN (
+                             'blocked', 'scheduled', 'queued', 'assigned', 'running',
+                             'reviewing', 'paused', 'completed', 'failed', 'cancelled')),
+    paused_from          TEXT,
+    attempt              INTEGER NOT NULL DEFAULT 0,
+    max_retries          INTEGER NOT NULL DEFAULT 3,
+    retry                TEXT,
+    timeout_s            DOUBLE PRECISION,
+    run_at               DOUBLE PRECISION,
+    deadline             DOUBLE PRECISION,
+    lease_id             TEXT,
+    lease_holder         TEXT,
+    lease_expires_at     DOUBLE PRECISION,
+    cancel_requested     INTEGER NOT NULL DEFAULT 0,
+    pause_requested      INTEGER NOT NULL DEFAULT 0,
+    progress             DOUBLE PRECISION NOT NULL DEFAULT 0,
+    current_step         TEXT,
+    checkpoints          TEXT NOT NULL DEFAULT '[]',
+    artifacts            TEXT NOT NULL DEFAULT '[]',
+    result               TEXT,
+    error                TEXT,
+    errors               TEXT NOT NULL DEFAULT '[]',
+    review               TEXT,
+    cache_hit            INTEGER NOT NULL DEFAULT 0,
+    created_at           DOUBLE PRECISION NOT NULL,
+    updated_at           DOUBLE PRECISION NOT NULL,
+    queued_at            DOUBLE PRECISION,
+    started_at           DOUBLE PRECISION,
+    finished_at          DOUBLE PRECISION,
+    estimated_duration_s DOUBLE PRECISION,
+    actual_duration_s    DOUBLE PRECISION,
+    idempotency_key      TEXT,
+    cache_ttl_s          DOUBLE PRECISION,
+    complexity           TEXT,
+    metadata             TEXT NOT NULL DEFAULT '{}',
+    -- Claim order: ready_at - priority * aging_interval (linear aging in one stored key).
+    sort_key             DOUBLE PRECISION NOT NULL DEFAULT 0,
+    -- How many tasks wait on this one; 0 lets a completion skip dependency resolution.
+    n_dependents         INTEGER NOT NULL DEFAULT 0
+);
+
+-- Claims walk this partial index in order: O(log n) with any number of queued tasks.
+CREATE INDEX tasks_ready ON tasks (queue, sort_key) WHERE status = 'queued';
+CREATE INDEX tasks_scheduled ON tasks (run_at) WHERE status = 'scheduled';
+CREATE INDEX tasks_leases ON tasks (lease_expires_at) WHERE lease_id IS NOT NULL;
+CREATE INDEX tasks_deadline ON tasks (deadline)
+    WHERE deadline IS NOT NULL AND status NOT IN ('completed', 'failed', 'cancelled');
+CREATE INDEX tasks_status ON tasks (status, id);
+CREATE INDEX tasks_parent ON tasks (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX tasks_agent ON tasks (assigned_agent) WHERE assigned_agent IS NOT NULL;
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+CREATE UNIQUE INDEX tasks_idempotency ON tasks (coalesce(owner, ''), idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE task_deps (
+    task_id       TEXT NOT NULL,
+    depends_on_id TEXT NOT NULL,
+    on_status     TEXT NOT NULL CHECK (on_status IN ('completed', 'failed', 'finished')),
+    cond          TEXT,
+    state         TEXT NOT NULL DEFAULT 'wait' CHECK (state IN ('wait', 'satisfied', 'impossible')),
+    PRIMARY KEY (task_id, depends_on_id)
+);
+CREATE INDEX task_deps_upstream ON task_deps (depends_on_id);
+
+-- Append-only. seq is global, so it orders one task's events and resumes a live stream.
+CREATE TABLE task_events (
+    seq     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    at      DOUBLE PRECISION NOT NULL,
+    kind    TEXT NOT NULL,
+    actor   TEXT,
+    data    TEXT
+);
+CREATE INDEX task_events_task ON task_events (task_id, seq);
+
+CREATE TABLE agents (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('llm', 'program', 'human')),
+    capabilities    TEXT NOT NULL DEFAULT '{}',
+    max_concurrency INTEGER NOT NULL DEFAULT 1,
+    queues          TEXT NOT NULL DEFAULT '["default"]',
+    status          TEXT NOT NULL CHECK (status IN ('online', 'busy', 'draining', 'offline')),
+    last_heartbeat  DOUBLE PRECISION,
+    endpoint        TEXT,
+    metadata        TEXT NOT NULL DEFAULT '{}',
+    created_at      DOUBLE PRECISION NOT NULL,
+    updated_at      DOUBLE PRECISION NOT NULL
+);
+
+-- Wake idle workers and waiters: one notification per statement that changes a status
+-- (PostgreSQL folds identical notifications within a transaction).
+CREATE FUNCTION offload_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('offload_tasks', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tasks_notify AFTER INSERT OR UPDATE OF status ON tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION offload_notify();

@@ -1,0 +1,328 @@
+"""The PostgreSQL backend: many servers and workers on many machines, one database.
+
+The transaction logic is the same as SQLite's (:mod:`offload.storage.sql`); what differs:
+
+- connections come from a psycopg 3 pool and each transaction runs on a pool thread, so
+  one process can have several transactions in flight;
+- claims pick candidates with ``FOR UPDATE SKIP LOCKED`` and read-then-decide steps lock the
+  row first, so concurrent workers, reapers and resolvers never double-claim or double-fire;
+- a statement trigger sends ``NOTIFY offload_tasks`` on every status change, and a
+  ``LISTEN`` connection wakes idle workers and waiters within milliseconds (polling stays as
+  the fallback: :meth:`wait_for_change` simply times out);
+- lost connections and a restarting server are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
+
+from offload.domain.errors import InvalidInput, Unavailable
+from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
+from offload.domain.status import Status
+from offload.storage.sql import Dialect, Row, SqlStore
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise InvalidInput(
+        "the PostgreSQL backend needs psycopg: pip install 'offload[postgres]'",
+        field="database_url",
+    ) from exc
+
+R = TypeVar("R")
+log = logging.getLogger("offload.postgres")
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+CHANNEL = "offload_tasks"
+#: Any number of processes may start at once; one applies migrations, the others wait.
+MIGRATION_LOCK = 0x0FF10AD
+_RETRYABLE = (
+    psycopg.OperationalError,  # connection lost, server restarting
+    pg_errors.DeadlockDetected,
+    pg_errors.SerializationFailure,
+)
+
+
+class PgDialect(Dialect):
+    """PostgreSQL spellings of the fragments that differ from SQLite."""
+
+    greatest = "GREATEST"
+    for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def append_json(self, column: str) -> str:
+        return f"({column}::jsonb || jsonb_build_array(?::jsonb))::text"
+
+    def json_text(self, column: str, key: str) -> str:
+        return f"({column}::jsonb ->> '{key}')"
+
+    def json_array_has(self, column: str) -> str:
+        return f"{column}::jsonb @> jsonb_build_array(?::text)"
+
+    def json_array_within(self, column: str) -> str:
+        return f"{column}::jsonb <@ ?::jsonb"
+
+    def values(self, rows: int, columns: int) -> str:
+        row = "(" + ", ".join("?" * columns) + ")"
+        names = ", ".join(f"column{i + 1}" for i in range(columns))
+        return f"(VALUES {', '.join([row] * rows)}) AS c({names})"
+
+
+_translated: dict[str, str] = {}
+
+
+def _pg(sql: str) -> str:
+    """``?`` placeholders to psycopg's ``%s`` (our SQL has no other ``?`` or ``%``)."""
+    out = _translated.get(sql)
+    if out is None:
+        if len(_translated) > 2048:
+            _translated.clear()
+        out = _translated[sql] = sql.replace("?", "%s")
+    return out
+
+
+class _Cursor:
+    """A psycopg cursor speaking the shared logic's dialect (``?`` placeholders, dict rows)."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: psycopg.Cursor[Row]) -> None:
+        self._cur = cur
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Cursor:
+        self._cur.execute(_pg(sql), tuple(args))
+        return self
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            self._cur.executemany(_pg(sql), rows)
+
+    def fetchone(self) -> Row | None:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Row]:
+        return self._cur.fetchall()
+
+    def scalar(self) -> Any:
+        row = self._cur.fetchone()
+        return None if row is None else next(iter(row.values()))
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self._cur.fetchall())
+
+
+def _conninfo(url: str) -> tuple[str, dict[str, str]]:
+    """Split our own query options (pool sizes) from the libpq URL."""
+    parsed = urlparse(url)
+    query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    ours = {k: query.pop(k) for k in ("pool_min", "pool_max") if k in query}
+    scheme = "postgresql"
+    return urlunparse(parsed._replace(scheme=scheme, query=urlencode(query))), ours
+
+
+class PostgresStore(SqlStore):
+    """Store backed by PostgreSQL (see :class:`offload.ports.store.Store`)."""
+
+    d = PgDialect()
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        aging_interval_s: float = DEFAULT_AGING_INTERVAL_S,
+        rng: Callable[[], float] = random.random,
+        pool_min: int = 1,
+        pool_max: int = 8,
+        retry_for_s: float = 60.0,
+    ) -> None:
+        super().__init__(url, aging_interval_s=aging_interval_s, rng=rng)
+        self.conninfo, opts = _conninfo(url)
+        self.pool_min = int(opts.get("pool_min", pool_min))
+        self.pool_max = max(int(opts.get("pool_max", pool_max)), self.pool_min)
+        self.retry_for_s = retry_for_s
+        self._executor = ThreadPoolExecutor(self.pool_max, thread_name_prefix="offload-pg")
+        self._pool: ConnectionPool | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._changed: asyncio.Event | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ plumbing
+    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The connection pool (open stores only)."""
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    def _tx(self, fn: Callable[..., R], *args: Any) -> R:
+        """One transaction, retried with backoff while the server is unreachable.
+
+        A retry after a lost COMMIT can replay a change that did land; every write is
+        conditional (lease ids, statuses), so a replay is refused rather than doubled.
+        """
+        deadline = time.monotonic() + self.retry_for_s
+        delay = 0.05
+        while True:
+            try:
+                with self.pool.connection() as conn, conn.transaction():
+                    with conn.cursor(row_factory=dict_row) as cur:
+                        return fn(_Cursor(cur), *args)
+            except _RETRYABLE as exc:
+                if self._closing or time.monotonic() + delay > deadline:
+                    raise Unavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
+                log.warning("database error, retrying in %.2fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    _write = _tx
+    _read = _tx
+
+    async def open(self) -> None:
+        """Open the pool, apply migrations, start listening for changes."""
+
+        def _open() -> None:
+            self._pool = ConnectionPool(
+                self.conninfo, min_size=self.pool_min, max_size=self.pool_max, open=False,
+                kwargs={"autocommit": False}, name="offload",
+            )  # fmt: skip
+            try:
+                self._pool.open(wait=True, timeout=30)
+            except Exception as exc:
+                raise Unavailable(f"cannot connect to PostgreSQL at {self._redacted()}: "
+                                  f"{exc}") from exc  # fmt: skip
+            self._migrate()
+
+        await self._run(_open)
+        self._changed = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(), name="offload-pg-listen")
+
+    def _redacted(self) -> str:
+        p = urlparse(self.conninfo)
+        host = p.hostname or "localhost"
+        return f"{host}:{p.port or 5432}{p.path}"
+
+    def _migrate(self) -> int:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {r[0] for r in cur.fetchall()}
+            for f in sorted(MIGRATIONS_DIR.glob("*.sql")):
+                version = int(f.name.split("_", 1)[0])
+                if version in done:
+                    continue
+                # One file, one round trip: PL/pgSQL bodies contain semicolons.
+                cur.execute(f.read_text().encode())
+                cur.execute(
+                    "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                    (version, f.stem, time.time()),
+                )
+            cur.execute("SELECT max(version) FROM schema_migrations")
+            row = cur.fetchone()
+            return int(row[0] or 0) if row else 0
+
+    async def migrate(self) -> int:
+        """Apply pending migrations; returns the schema version."""
+        return await self._run(self._migrate)
+
+    async def close(self) -> None:
+        """Stop listening; close the pool and the threads."""
+        self._closing = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        if self._pool is not None:
+            pool = self._pool
+            await self._run(pool.close)
+            self._pool = None
+        self._executor.shutdown(wait=True)
+
+    async def schema_version(self) -> int:
+        """Newest applied migration."""
+        return await self._run(
+            self._tx, lambda cur: int(cur.execute("SELECT max(version) FROM schema_migrations")
+                                      .scalar() or 0))  # fmt: skip
+
+    async def allowed_statuses(self) -> set[str]:
+        """Probe the CHECK constraint: which status values does the table accept?"""
+
+        def probe() -> set[str]:
+            ok: set[str] = set()
+            with self.pool.connection() as conn:
+                for value in [s.value for s in Status] + ["bogus", "pending", "done"]:
+                    try:
+                        with conn.transaction(force_rollback=True), conn.cursor() as cur:
+                            cur.execute(
+                                "INSERT INTO tasks (id, type, status, created_at, updated_at) "
+                                "VALUES ('probe', 'probe', %s, 0, 0)", (value,))  # fmt: skip
+                            ok.add(value)
+                    except pg_errors.CheckViolation:
+                        pass
+            return ok
+
+        return await self._run(probe)
+
+    # ------------------------------------------------------------------ LISTEN/NOTIFY
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection; on each notification wake every waiter. Reconnects."""
+        delay = 0.1
+        while not self._closing:
+            try:
+                aconn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+                async with aconn:
+                    await aconn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.1
+                    # Changes may have happened while we were not listening.
+                    self._wake()
+                    async for _ in aconn.notifies():
+                        self._wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: back off and reconnect
+                if self._closing:
+                    return
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Until a NOTIFY arrives (True) or ``timeout`` passes (False)."""
+        event = self._changed
+        if event is None:
+            await asyncio.sleep(timeout)
+            return False
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
