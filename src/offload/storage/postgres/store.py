@@ -132,7 +132,7 @@ def _conninfo(url: str) -> tuple[str, dict[str, str]]:
     """Split our own query options (pool sizes) from the libpq URL."""
     parsed = urlparse(url)
     query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-    ours = {k: query.pop(k) for k in ("pool_min", "pool_max") if k in query}
+    ours: dict[str, str] = {k: query.pop(k) for k in ("pool_min", "pool_max") if k in query}
     scheme = "postgresql"
     return urlunparse(parsed._replace(scheme=scheme, query=urlencode(query))), ours
 
@@ -185,9 +185,12 @@ class PostgresStore(SqlStore):
         delay = 0.05
         while True:
             try:
-                with self.pool.connection() as conn, conn.transaction():
-                    with conn.cursor(row_factory=dict_row) as cur:
-                        return fn(_Cursor(cur), *args)
+                with (
+                    self.pool.connection() as conn,
+                    conn.transaction(),
+                    conn.cursor(row_factory=dict_row) as cur,
+                ):
+                    return fn(_Cursor(cur), *args)
             except _RETRYABLE as exc:
                 if self._closing or time.monotonic() + delay > deadline:
                     raise Unavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
@@ -303,7 +306,7 @@ class PostgresStore(SqlStore):
                         self._wake()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure: back off and reconnect
+            except Exception as exc:  # any failure: back off and reconnect
                 if self._closing:
                     return
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
