@@ -1,13 +1,13 @@
 """Offload: a durable task queue and orchestrator for AI agents.
 
-    import offload
+import offload
 
-    @offload.task("math.factorial", capabilities=["math"])
-    def factorial(n: int) -> int: ...
+@offload.task("math.factorial", capabilities=["math"])
+def factorial(n: int) -> int: ...
 
-    client = offload.Client()
-    t = client.submit("math.factorial", {"n": 10}, priority="high")
-    client.wait(t.id, timeout=30).result
+client = offload.Client()
+t = client.submit("math.factorial", {"n": 10}, priority="high")
+client.wait(t.id, timeout=30).result
 """
 
 from __future__ import annotations

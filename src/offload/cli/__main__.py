@@ -1,0 +1,7 @@
+"""``python -m offload.cli``."""
+
+import sys
+
+from offload.cli.app import main
+
+sys.exit(main())
