@@ -195,7 +195,13 @@ class Client:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return fut.result()
+        try:
+            return fut.result()
+        except BaseException:
+            # Ctrl-C (or any interruption) in the caller's thread: stop the coroutine too,
+            # so nothing keeps running against a store that is about to close.
+            fut.cancel()
+            raise
 
     # -- SDK ---------------------------------------------------------------
     def submit(self, task_type: str, input: Any = None, **options: Any) -> Task:
@@ -314,11 +320,20 @@ class Client:
             return
         self._closed = True
         try:
-            self._run(self.aio.close())
+            self._run(self._shutdown())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
             self._loop.close()
+
+    async def _shutdown(self) -> None:
+        # Cancel whatever an interrupted call left behind before the store closes.
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.aio.close()
 
     def __enter__(self) -> Client:
         return self

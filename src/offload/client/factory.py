@@ -25,8 +25,24 @@ async def open_service(
         settings = Settings(**{**settings.__dict__, "database_url": database_url})
     registry = registry or default_registry
     register_builtins(registry)
+    # $OFFLOAD_IMPORTS: the user's task modules, so submits validate against their schemas.
+    for module in settings.imports:
+        import_task_module(module)
     store = await open_store(settings.database_url, aging_interval_s=settings.aging_interval_s)
     return QueueService(store, registry, settings=settings)
+
+
+def import_task_module(module: str) -> None:
+    """Import a module that defines ``@offload.task`` types; a clear error if it fails."""
+    import importlib
+
+    from offload.domain.errors import InvalidInput
+
+    try:
+        importlib.import_module(module)
+    except Exception as exc:
+        raise InvalidInput(f"cannot import task module {module!r}: {exc}",
+                           field="imports") from exc  # fmt: skip
 
 
 async def connect(
