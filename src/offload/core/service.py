@@ -289,13 +289,14 @@ class QueueService:
         """Until the task is terminal (or :class:`WaitTimeout`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            token = self.store.change_token()
             task = await self.get(task_id, owner)
             if task.done:
                 return task
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(task_id, task.status.value, timeout or 0.0)
-            await self.store.wait_for_change(min(remaining, 1.0))
+            await self.store.wait_for_change(min(remaining, 1.0), since=token)
 
     async def watch(
         self, task_id: str, after: int = 0, timeout: float = 30.0, owner: str | None = None
@@ -304,11 +305,12 @@ class QueueService:
         await self.get(task_id, owner)
         deadline = time.monotonic() + timeout
         while True:
+            token = self.store.change_token()
             events = await self.store.events(task_id, after)
             remaining = deadline - time.monotonic()
             if events or remaining <= 0:
                 return events
-            await self.store.wait_for_change(min(remaining, 1.0))
+            await self.store.wait_for_change(min(remaining, 1.0), since=token)
 
     async def events_since(
         self, after_seq: int, flt: EventFilter | None = None, limit: int = 1000
@@ -399,9 +401,14 @@ class QueueService:
         """Lease work."""
         return await self.store.claim(req, self.clock.now())
 
-    async def wait_for_work(self, timeout: float) -> bool:
-        """Until the database changes or ``timeout``."""
-        return await self.store.wait_for_change(timeout)
+    async def wait_for_work(self, timeout: float, since: int | None = None) -> bool:
+        """Until the database changes (after ``since``, a :meth:`change_token`) or
+        ``timeout``."""
+        return await self.store.wait_for_change(timeout, since)
+
+    def change_token(self) -> int:
+        """The store's change counter (see :meth:`Store.change_token`)."""
+        return self.store.change_token()
 
     async def heartbeat(
         self, leases: Sequence[LeaseRef], ttl_s: float

@@ -201,7 +201,13 @@ class Store(Protocol):
         ...
 
     # -- change notification ---------------------------------------------------
-    async def wait_for_change(self, timeout: float) -> bool:
-        """Return True when the data may have changed (another writer committed), or False
-        after ``timeout`` seconds. Cheap enough to call in a loop."""
+    def change_token(self) -> int:
+        """An opaque counter of observed changes; pass it to :meth:`wait_for_change` so a
+        change that lands between reading data and starting to wait is not missed."""
+        ...
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> bool:
+        """Return True when the data may have changed since ``since`` (a
+        :meth:`change_token`; default: since this call), or False after ``timeout`` seconds.
+        Cheap enough to call in a loop."""
         ...

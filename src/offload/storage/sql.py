@@ -184,6 +184,15 @@ class SqlStore:
         """Run ``fn(cur, *args)`` in one read transaction (called on a store thread)."""
         raise NotImplementedError
 
+    def _write_lax(self, fn: Callable[..., R], *args: Any) -> R:
+        """A write whose loss in a database crash loses nothing: claims and lease renewals.
+
+        If such a commit vanished, the task is simply still queued (or its lease expires)
+        and runs again, which at-least-once delivery allows. Backends may commit these
+        without waiting for the disk; the default is an ordinary write.
+        """
+        return self._write(fn, *args)
+
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _event(
@@ -479,7 +488,7 @@ class SqlStore:
     # ------------------------------------------------------------------ claim
     async def claim(self, req: ClaimRequest, now: float) -> list[Task]:
         """Lease the best eligible tasks (see the protocol)."""
-        return await self._run(self._write, self._claim, req, now)
+        return await self._run(self._write_lax, self._claim, req, now)
 
     def _claim(self, cur: Cursor, req: ClaimRequest, now: float) -> list[Task]:
         self._promote_due(cur, now)
@@ -588,7 +597,7 @@ class SqlStore:
                     )
             return out
 
-        return await self._run(self._write, w)
+        return await self._run(self._write_lax, w)
 
     def _leased_row(self, cur: Cursor, task_id: str, lease_id: str) -> Row:
         row = cur.execute(

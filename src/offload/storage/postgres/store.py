@@ -162,6 +162,7 @@ class PostgresStore(SqlStore):
         self._listener: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
         self._closing = False
+        self._generation = 0
 
     # ------------------------------------------------------------------ plumbing
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
@@ -174,6 +175,13 @@ class PostgresStore(SqlStore):
         if self._pool is None:
             raise RuntimeError("store is not open")
         return self._pool
+
+    def _write_lax(self, fn: Callable[..., R], *args: Any) -> R:
+        def lax(cur: _Cursor, *inner: Any) -> R:
+            cur.execute("SET LOCAL synchronous_commit TO OFF")
+            return fn(cur, *inner)
+
+        return self._tx(lax, *args)
 
     def _tx(self, fn: Callable[..., R], *args: Any) -> R:
         """One transaction, retried with backoff while the server is unreachable.
@@ -314,12 +322,19 @@ class PostgresStore(SqlStore):
                 delay = min(delay * 2, 5.0)
 
     def _wake(self) -> None:
+        self._generation += 1
         if self._changed is not None:
             self._changed.set()
             self._changed = asyncio.Event()
 
-    async def wait_for_change(self, timeout: float) -> bool:
-        """Until a NOTIFY arrives (True) or ``timeout`` passes (False)."""
+    def change_token(self) -> int:
+        """How many notifications this process has seen."""
+        return self._generation
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> bool:
+        """Until a NOTIFY arrives after ``since`` (True) or ``timeout`` passes (False)."""
+        if since is not None and since != self._generation:
+            return True
         event = self._changed
         if event is None:
             await asyncio.sleep(timeout)

@@ -116,7 +116,6 @@ class SQLiteStore(SqlStore):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._watch: sqlite3.Connection | None = None
-        self._watch_version = 0
         self._last_change = time.monotonic()
 
     # ------------------------------------------------------------------ plumbing
@@ -173,7 +172,6 @@ class SQLiteStore(SqlStore):
 
         await self._run(_open)
         self._watch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._watch_version = self._data_version()
 
     def _migrate(self) -> int:
         conn = self.conn
@@ -255,18 +253,25 @@ class SQLiteStore(SqlStore):
         assert self._watch is not None
         return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
 
-    async def wait_for_change(self, timeout: float) -> bool:
-        """Poll ``PRAGMA data_version`` (microseconds, no lock) until another connection
-        commits. The interval stays at 1 ms while the queue is busy and backs off when idle."""
+    def change_token(self) -> int:
+        """``PRAGMA data_version`` of the watch connection: it moves whenever any other
+        connection (another process, or this process's store thread) commits."""
+        if self._watch is None:
+            return 0
+        return self._data_version()
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> bool:
+        """Poll ``PRAGMA data_version`` (microseconds, no lock) until it moves past ``since``.
+        The interval stays at 1 ms while the queue is busy and backs off when idle."""
         if self._watch is None:
             await asyncio.sleep(timeout)
             return False
+        start = self._data_version() if since is None else since
         deadline = time.monotonic() + timeout
         while True:
             version = self._data_version()
             now = time.monotonic()
-            if version != self._watch_version:
-                self._watch_version = version
+            if version != start:
                 self._last_change = now
                 return True
             remaining = deadline - now

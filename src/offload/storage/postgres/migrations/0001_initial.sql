@@ -112,8 +112,9 @@ CREATE TABLE agents (
     updated_at      DOUBLE PRECISION NOT NULL
 );
 
--- Wake idle workers and waiters: one notification per statement that changes a status
--- (PostgreSQL folds identical notifications within a transaction).
+-- Wake idle workers and waiters: every change appends an event, so one notification per
+-- statement that appends events covers them all (PostgreSQL folds identical
+-- notifications within a transaction, so a batch costs one).
 CREATE FUNCTION offload_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('offload_tasks', '');
@@ -121,5 +122,5 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER tasks_notify AFTER INSERT OR UPDATE OF status ON tasks
+CREATE TRIGGER task_events_notify AFTER INSERT ON task_events
     FOR EACH STATEMENT EXECUTE FUNCTION offload_notify();
