@@ -7,9 +7,8 @@ import os
 
 from offload.client.base import AsyncClient
 from offload.client.local import LocalClient
-from offload.core.registry import Registry, default_registry
+from offload.core.registry import Registry, default_registry, load_task_modules
 from offload.core.service import QueueService
-from offload.domain.errors import Unavailable
 from offload.domain.settings import Settings
 from offload.storage import open_store
 from offload.tasks import register_builtins
@@ -26,23 +25,9 @@ async def open_service(
     registry = registry or default_registry
     register_builtins(registry)
     # $OFFLOAD_IMPORTS: the user's task modules, so submits validate against their schemas.
-    for module in settings.imports:
-        import_task_module(module)
+    load_task_modules(settings.imports)
     store = await open_store(settings.database_url, aging_interval_s=settings.aging_interval_s)
     return QueueService(store, registry, settings=settings)
-
-
-def import_task_module(module: str) -> None:
-    """Import a module that defines ``@offload.task`` types; a clear error if it fails."""
-    import importlib
-
-    from offload.domain.errors import InvalidInput
-
-    try:
-        importlib.import_module(module)
-    except Exception as exc:
-        raise InvalidInput(f"cannot import task module {module!r}: {exc}",
-                           field="imports") from exc  # fmt: skip
 
 
 async def connect(
@@ -55,10 +40,15 @@ async def connect(
     """A client for ``url`` (HTTP server) or, without one, the local database."""
     url = url or (None if database_url else os.environ.get("OFFLOAD_URL"))
     if url:
-        raise Unavailable(
-            f"cannot reach {url}: this version has no HTTP client yet; unset OFFLOAD_URL to "
-            "use the local database"
-        )
+        if not url.startswith(("http://", "https://")):
+            from offload.domain.errors import InvalidInput
+
+            raise InvalidInput(
+                f"server URL {url!r} must start with http:// or https://", field="url"
+            )
+        from offload.client.http import HttpClient
+
+        return HttpClient(url, token=token or os.environ.get("OFFLOAD_TOKEN") or None)
     return LocalClient(await open_service(database_url, registry=registry))
 
 

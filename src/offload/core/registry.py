@@ -8,9 +8,14 @@ is refused at submit time with a message naming the field.
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 import inspect
-from collections.abc import Callable, Iterator
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Protocol, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -304,3 +309,58 @@ class Registry:
 #: and embedders can use their own.
 default_registry = Registry()
 task = default_registry.task
+
+
+def load_task_modules(modules: Iterable[str]) -> list[ModuleType]:
+    """Import the modules that define ``@offload.task`` types (``--import``/``OFFLOAD_IMPORTS``).
+
+    Each entry is a dotted module name (``my_tasks``, ``app.tasks``) or a path to a ``.py``
+    file. The current directory is importable, as with ``python -m``. A failure raises
+    :class:`InvalidInput` with one line naming the module and the reason.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    loaded: list[ModuleType] = []
+    for raw in modules:
+        for name in (part.strip() for part in raw.split(",")):
+            if not name:
+                continue
+            try:
+                is_path = name.endswith(".py") or os.sep in name
+                loaded.append(_import_file(name) if is_path else importlib.import_module(name))
+            except Exception as exc:  # any import failure becomes one clear line
+                raise InvalidInput(
+                    f"cannot import {name!r}: {_why(name, exc)}", field="import"
+                ) from exc
+    return loaded
+
+
+def _import_file(path: str) -> ModuleType:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file {path}")
+    module_name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def _why(name: str, exc: Exception) -> str:
+    if (
+        isinstance(exc, ModuleNotFoundError)
+        and exc.name is not None
+        and (name == exc.name or name.startswith(exc.name + "."))
+    ):
+        return (
+            f"no module named {exc.name!r} (run from the project directory or add it to PYTHONPATH)"
+        )
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,74 @@
+"""The ``ctx`` a running handler receives (the :class:`offload.TaskContext` protocol).
+
+Every method returns at once: it builds a :class:`ProgressUpdate` and hands it to the worker,
+whose reporter sends it in the background. The methods are safe to call from handler threads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from offload.domain.models import Artifact, Checkpoint, ProgressUpdate, Task, utcnow
+from offload.worker.outcome import to_json
+
+
+class WorkerContext:
+    """Cancellation flag and non-blocking progress reporting for one attempt."""
+
+    __slots__ = ("_post", "cancel_reason", "lease_id", "task")
+
+    def __init__(self, task: Task, lease_id: str, post: Callable[[ProgressUpdate], None]) -> None:
+        self.task = task
+        self.lease_id = lease_id
+        #: Why the attempt should stop (``"cancel"``, ``"timeout"``, ``"shutdown"``, …), or None.
+        self.cancel_reason: str | None = None
+        self._post = post
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancel or pause was requested, the attempt timed out, or the worker is
+        shutting down: stop soon (the result of a cancelled attempt is not kept)."""
+        return self.cancel_reason is not None
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, …"""
+        return self.task.attempt
+
+    @property
+    def task_id(self) -> str:
+        """The running task's id."""
+        return self.task.id
+
+    def progress(self, percent: float | None = None, step: str | None = None) -> None:
+        """Report progress (0-100, clamped) and/or the current step."""
+        if percent is not None:
+            if math.isnan(percent):
+                raise ValueError("progress percent must be a number between 0 and 100")
+            percent = min(100.0, max(0.0, float(percent)))
+        self._send(progress=percent, current_step=step)
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Append a log line to the task's event log."""
+        self._send(log=str(message), level=level)
+
+    def checkpoint(self, name: str, data: Any = None) -> None:
+        """Save a named checkpoint; a later attempt finds it in ``ctx.task.checkpoints``."""
+        # Converted now so a value JSON cannot hold fails in the handler, where it is made.
+        self._send(checkpoint=Checkpoint(name=name, at=utcnow(), data=to_json(data)))
+
+    def artifact(self, artifact: Artifact) -> None:
+        """Attach an artifact to the task."""
+        self._send(artifact=artifact)
+
+    def last_checkpoint(self, name: str | None = None) -> Checkpoint | None:
+        """The newest checkpoint saved by an earlier attempt (with that ``name``), if any."""
+        for cp in reversed(self.task.checkpoints):
+            if name is None or cp.name == name:
+                return cp
+        return None
+
+    def _send(self, **fields: Any) -> None:
+        self._post(ProgressUpdate(task_id=self.task.id, lease_id=self.lease_id, **fields))

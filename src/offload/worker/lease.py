@@ -1,0 +1,82 @@
+"""Background duties of a worker: keep leases alive, keep the agent alive, reap.
+
+Each is a small loop over the :class:`~offload.client.base.AsyncClient` protocol, so they
+work the same against the local database and over HTTP. Errors are logged and retried on
+the next round: a worker rides out a busy or briefly unreachable database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from offload.client.base import AsyncClient
+from offload.domain.models import LeaseRef, LeaseState
+
+log = logging.getLogger("offload.worker")
+
+#: Agents heartbeat every 10 s; one that misses three is offline (PRODUCT.md §5).
+AGENT_HEARTBEAT_S = 10.0
+#: How often a worker runs the (idempotent) maintenance pass.
+MAINTAIN_EVERY_S = 1.0
+#: Upper bound on the lease refresh interval: the refresh also carries cancel and pause
+#: requests, so it bounds how long a running task takes to notice one.
+MAX_REFRESH_S = 1.0
+
+
+def refresh_interval(lease_ttl_s: float) -> float:
+    """Seconds between lease refreshes: a third of the TTL, at most :data:`MAX_REFRESH_S`."""
+    return max(0.05, min(lease_ttl_s / 3, MAX_REFRESH_S))
+
+
+async def keep_leases(
+    client: AsyncClient,
+    lease_ttl_s: float,
+    held: Callable[[], list[LeaseRef]],
+    on_state: Callable[[LeaseState], None],
+) -> None:
+    """Extend every held lease each :func:`refresh_interval`; pass each answer to ``on_state``.
+
+    The answers carry ``cancel_requested``/``pause_requested`` and ``valid=False`` for a
+    lease that was lost (expired and re-claimed).
+    """
+    interval = refresh_interval(lease_ttl_s)
+    while True:
+        await asyncio.sleep(interval)
+        leases = held()
+        if not leases:
+            continue
+        try:
+            states = await client.heartbeat(leases, lease_ttl_s)
+        except Exception as exc:  # retried next round; leases last ttl_s
+            log.warning("lease refresh of %d tasks failed: %s", len(leases), exc)
+            continue
+        for state in states:
+            on_state(state)
+
+
+async def keep_agent_alive(
+    client: AsyncClient, agent_id: str, metadata: Callable[[], dict[str, Any]]
+) -> None:
+    """Heartbeat the worker's agent record every :data:`AGENT_HEARTBEAT_S` seconds."""
+    while True:
+        await asyncio.sleep(AGENT_HEARTBEAT_S)
+        try:
+            await client.agent_heartbeat(agent_id, metadata())
+        except Exception as exc:  # the next beat retries
+            log.warning("agent heartbeat failed: %s", exc)
+
+
+async def maintain_forever(client: AsyncClient, every_s: float = MAINTAIN_EVERY_S) -> None:
+    """Run the maintenance pass (expired leases, due tasks, deadlines) every ``every_s``."""
+    while True:
+        try:
+            done = await client.maintain()
+        except Exception as exc:  # idempotent; the next pass catches up
+            log.warning("maintenance pass failed: %s", exc)
+        else:
+            if any(done.values()):
+                log.debug("maintenance: %s", done)
+        await asyncio.sleep(every_s)

@@ -1,0 +1,122 @@
+"""How an attempt ended, decided in one place (PRODUCT.md §4.3-4.4, STYLE.md §5).
+
+Every attempt the worker runs ends in exactly one :class:`Completion` or :class:`Failure`
+built here, whatever way it ended: a returned value, an exception, a timeout or a cancel
+or pause request. The store then applies the retry rule to failures.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from offload.domain.errors import Fatal, InvalidInput, Retry
+from offload.domain.models import Completion, ErrorInfo, Failure
+
+#: Tracebacks are stored with the error; keep the tail (where the cause is) within this size.
+TRACEBACK_LIMIT = 8_000
+MESSAGE_LIMIT = 2_000
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def attempt_outcome(
+    task_id: str,
+    lease_id: str,
+    *,
+    result: Any = None,
+    error: BaseException | None = None,
+    cancelled: bool = False,
+    timeout_s: float | None = None,
+) -> Completion | Failure:
+    """The report for one finished attempt.
+
+    Precedence: a cancel or pause request (``cancelled``) wins, then a timeout (``timeout_s``
+    set when the attempt ran out of time), then an exception (``error``), then the result.
+    """
+    if cancelled:
+        # The store turns this into `cancelled` or `paused`: the task carries the request.
+        return _failure(task_id, lease_id, "Cancelled", "stopped on a cancel or pause request")
+    if timeout_s is not None:
+        return _failure(
+            task_id, lease_id, "Timeout", f"attempt exceeded its timeout of {timeout_s:g}s"
+        )
+    if error is not None:
+        return _error_failure(task_id, lease_id, error)
+    try:
+        value = to_json(result)
+    except TypeError as exc:
+        return _failure(
+            task_id,
+            lease_id,
+            "InvalidResult",
+            f"the handler returned a value that is not JSON: {exc}",
+            retryable=False,
+        )
+    return Completion(task_id=task_id, lease_id=lease_id, result=value)
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as plain JSON data (pydantic models dumped); ``TypeError`` if it has none."""
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    # A round trip through orjson turns tuples, dataclasses, datetimes, UUIDs, numpy scalars…
+    # into JSON once here, so the store never meets a value it cannot encode.
+    try:
+        return orjson.loads(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY))
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(str(exc)) from None
+
+
+def _error_failure(task_id: str, lease_id: str, error: BaseException) -> Failure:
+    message = _message(error)
+    if isinstance(error, Retry):
+        return _failure(task_id, lease_id, "Retry", message, retry_delay_s=error.delay_s)
+    if isinstance(error, Fatal | InvalidInput):
+        return _failure(
+            task_id,
+            lease_id,
+            type(error).__name__,
+            message,
+            retryable=False,
+            tb=format_traceback(error),
+        )
+    return _failure(task_id, lease_id, type(error).__name__, message, tb=format_traceback(error))
+
+
+def _failure(
+    task_id: str,
+    lease_id: str,
+    kind: str,
+    message: str,
+    *,
+    retryable: bool = True,
+    retry_delay_s: float | None = None,
+    tb: str | None = None,
+) -> Failure:
+    return Failure(
+        task_id=task_id,
+        lease_id=lease_id,
+        error=ErrorInfo(type=kind, message=message, traceback=tb, retryable=retryable),
+        retry_delay_s=retry_delay_s,
+    )
+
+
+def _message(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    if len(text) > MESSAGE_LIMIT:
+        text = text[: MESSAGE_LIMIT - 1] + "…"
+    return text
+
+
+def format_traceback(error: BaseException) -> str:
+    """The formatted traceback, its tail kept when longer than :data:`TRACEBACK_LIMIT`."""
+    text = "".join(traceback.format_exception(error))
+    if len(text) > TRACEBACK_LIMIT:
+        text = "…(truncated)\n" + text[-(TRACEBACK_LIMIT - 14) :]
+    return text

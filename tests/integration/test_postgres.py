@@ -1,0 +1,163 @@
+"""PostgreSQL with real worker processes: many workers, SIGKILLs, a server restart, NOTIFY.
+
+Every run checks the two guarantees from the event log: each task has exactly one
+``completed`` event (its result was recorded once), and no claim happened while another
+lease on the same task was still live.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import offload
+from offload.domain.models import TaskEvent, TaskFilter, TaskSpec
+from offload.domain.status import Status
+from tests.pgcluster import PgCluster, binaries_present
+
+from .conftest import WorkerProcesses, wait_until
+
+pytestmark = pytest.mark.slow
+
+#: Events that end a lease.
+LEASE_ENDS = {"completed", "failed", "cancelled", "retry_scheduled", "lease_expired", "released"}
+
+
+@pytest.fixture
+def pg_url(pg_server: PgCluster) -> str:
+    return pg_server.new_database()
+
+
+@pytest.fixture
+def pg_client(pg_url: str) -> Iterator[offload.Client]:
+    with offload.Client(database_url=pg_url) as c:
+        yield c
+
+
+@pytest.fixture
+def pg_workers(pg_url: str, tmp_path: Path) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(pg_url, tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def submit(
+    client: offload.Client, n: int, task_type: str = "util.echo", **input_: object
+) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, n, 1000):
+        specs = [
+            TaskSpec(
+                type=task_type,
+                input={**input_, "i": i} if task_type == "util.echo" else dict(input_),
+            )
+            for i in range(start, min(n, start + 1000))
+        ]
+        ids += [t.id for t in client.submit_many(specs)]
+    return ids
+
+
+def done_count(client: offload.Client) -> int:
+    return client.list(TaskFilter(status=["done"], type=None, limit=1)).total
+
+
+def check_event_log(client: offload.Client, ids: list[str]) -> None:
+    """Exactly one completion per task; no claim while another lease was live."""
+    for task_id in ids:
+        events: list[TaskEvent] = client.events(task_id)
+        completed = [e for e in events if e.kind == "completed"]
+        assert len(completed) == 1, (task_id, [e.kind for e in events])
+        live = False
+        for e in events:
+            if e.kind == "claimed":
+                assert not live, f"task {task_id} claimed while a lease was live"
+                live = True
+            elif e.kind in LEASE_ENDS:
+                live = False
+
+
+def test_four_workers_race_on_5000_tasks(
+    pg_client: offload.Client, pg_workers: WorkerProcesses
+) -> None:
+    ids = submit(pg_client, 5000)
+    for _ in range(4):
+        pg_workers.spawn("--concurrency", "8", imports=False)
+    wait_until(lambda: done_count(pg_client) >= 5000, 120, "5000 tasks to finish", 0.2)
+    page = pg_client.list(TaskFilter(status=["completed"], limit=1))
+    assert page.total == 5000
+    sample = pg_client.list(TaskFilter(limit=1000)).tasks
+    assert all(t.result == t.input for t in sample)
+    check_event_log(pg_client, ids)
+    agents = {e.actor for t in ids[:300] for e in pg_client.events(t) if e.kind == "claimed"}
+    assert len(agents) >= 2, "work should spread over several workers"
+
+
+def test_sigkill_two_of_four_workers(
+    pg_client: offload.Client, pg_workers: WorkerProcesses
+) -> None:
+    ids = submit(pg_client, 400, "util.sleep", seconds=0.05)
+    procs = [
+        pg_workers.spawn("--concurrency", "8", "--lease-ttl", "2", imports=False) for _ in range(4)
+    ]
+    wait_until(lambda: done_count(pg_client) >= 40, 60, "work to start", 0.05)
+    for p in procs[:2]:
+        os.kill(p.pid, signal.SIGKILL)
+    wait_until(lambda: done_count(pg_client) >= 400, 120, "all tasks after SIGKILL", 0.2)
+    assert pg_client.list(TaskFilter(status=["completed"], limit=1)).total == 400
+    check_event_log(pg_client, ids)
+
+
+@pytest.mark.skipif(
+    not binaries_present() and not os.environ.get("CI"),
+    reason="needs PostgreSQL binaries to restart a server",
+)
+def test_server_restart_mid_run(tmp_path: Path) -> None:
+    # A cluster of its own, with fsync on: a restart must lose nothing acknowledged.
+    cluster = PgCluster.start(fsync=True)
+    try:
+        cluster.make_template()
+        url = cluster.new_database()
+        with offload.Client(database_url=url) as client:
+            ids = submit(client, 3000)
+            procs = WorkerProcesses(url, tmp_path)
+            try:
+                for _ in range(2):
+                    procs.spawn("--concurrency", "8", imports=False)
+                wait_until(lambda: done_count(client) >= 300, 60, "work to start", 0.05)
+                cluster.pg_ctl("restart")
+                wait_until(lambda: done_count(client) >= 3000, 120, "all tasks after restart", 0.2)
+            finally:
+                procs.stop_all()
+            assert client.list(TaskFilter(status=["completed"], limit=1)).total == 3000
+            check_event_log(client, ids)
+    finally:
+        cluster.stop()
+
+
+def test_notify_wakes_an_idle_worker_fast(
+    pg_client: offload.Client, pg_workers: WorkerProcesses
+) -> None:
+    pg_workers.spawn("--concurrency", "4", imports=False)
+    warm = pg_client.submit("util.echo", {"warm": True})
+    pg_client.wait(warm.id, timeout=30)
+    time.sleep(1.5)  # let the worker go idle (blocked in LISTEN, not polling)
+    delays = []
+    for _ in range(5):
+        t = pg_client.submit("util.echo", {"x": 1})
+        done = pg_client.wait(t.id, timeout=10)
+        assert done.status is Status.COMPLETED
+        events = pg_client.events(t.id)
+        created = next(e for e in events if e.kind == "created")
+        claimed = next(e for e in events if e.kind == "claimed")
+        delays.append((claimed.at - created.at).total_seconds())
+        time.sleep(0.3)
+    delays.sort()
+    print(f"NOTIFY pickup delays (s): {[round(d, 4) for d in delays]}")
+    assert delays[len(delays) // 2] < 0.05

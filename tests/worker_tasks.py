@@ -1,0 +1,110 @@
+"""Task types for the worker tests: imported by the tests and by worker subprocesses
+(``--import tests.worker_tasks``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import offload
+from offload import TaskContext
+
+
+@offload.task("wt.add")
+def add(a: int, b: int) -> int:
+    """Sync handler."""
+    return a + b
+
+
+@offload.task("wt.add_async")
+async def add_async(a: int, b: int) -> int:
+    """Async handler."""
+    await asyncio.sleep(0)
+    return a + b
+
+
+@offload.task("wt.noop")
+def noop(i: int) -> int:
+    """The benchmark's no-op, sync."""
+    return i
+
+
+@offload.task("wt.report")
+def report(steps: int, ctx: TaskContext) -> dict[str, Any]:
+    """Progress, log lines and a checkpoint from a handler thread."""
+    for n in range(steps):
+        ctx.progress(100.0 * (n + 1) / steps, step=f"step {n + 1}")
+    ctx.log("halfway there", level="warning")
+    ctx.checkpoint("done-steps", {"steps": steps})
+    return {"attempt": ctx.attempt, "steps": steps}
+
+
+@offload.task("wt.sleep")
+def sleep_sync(seconds: float) -> dict[str, float]:
+    """Block a handler thread; returns when it ran."""
+    start = time.time()
+    time.sleep(seconds)
+    return {"start": start, "end": time.time(), "pid": os.getpid()}
+
+
+@offload.task("wt.sleep_async")
+async def sleep_async(seconds: float) -> dict[str, float]:
+    """Sleep on the loop; returns when it ran."""
+    start = time.time()
+    await asyncio.sleep(seconds)
+    return {"start": start, "end": time.time()}
+
+
+@offload.task("wt.patient")
+def patient(seconds: float, ctx: TaskContext) -> dict[str, Any]:
+    """Sleep in small slices, stopping early when ``ctx.cancelled``."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if ctx.cancelled:
+            return {"stopped": True}
+        time.sleep(0.02)
+    return {"stopped": False, "pid": os.getpid()}
+
+
+@offload.task("wt.hang")
+def hang(seconds: float) -> str:
+    """Ignore ctx entirely: only a timeout stops it (the thread is abandoned)."""
+    time.sleep(seconds)
+    return "woke up"
+
+
+@offload.task("wt.fatal")
+def fatal(reason: str) -> None:
+    """Fail for good."""
+    raise offload.Fatal(reason)
+
+
+@offload.task("wt.boom")
+def boom(message: str) -> None:
+    """An unexpected exception: retryable, with a traceback."""
+    raise ValueError(message)
+
+
+@offload.task("wt.retry_once")
+def retry_once(ctx: TaskContext) -> int:
+    """Ask for a retry on the first attempt, succeed on the second."""
+    if ctx.attempt == 1:
+        raise offload.Retry("not yet", delay_s=0)
+    return ctx.attempt
+
+
+@offload.task("wt.record")
+def record(i: int, ctx: TaskContext, hold_s: float = 0.0) -> dict[str, Any]:
+    """Append one line per execution to ``$WT_RECORD_DIR/<pid>`` (exactly-once checks).
+
+    Holds for ``hold_s`` only in a process started with ``WT_HOLD`` set (the one to crash).
+    """
+    folder = os.environ.get("WT_RECORD_DIR")
+    if folder:
+        with open(os.path.join(folder, str(os.getpid())), "a") as f:
+            f.write(f"{ctx.task.id} {ctx.attempt}\n")
+    if hold_s and os.environ.get("WT_HOLD"):
+        time.sleep(hold_s)
+    return {"i": i, "pid": os.getpid()}
