@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from offload.core.registry import Registry, TaskContext, TaskType, default_registry, task
-from offload.domain.errors import Fatal, OffloadError, Retry
+from offload.domain.errors import Fatal, NotFound, OffloadError, Retry, WaitTimeout
 from offload.domain.models import Task, TaskFilter, TaskSpec, WorkflowSpec
 from offload.domain.status import Status
 
@@ -29,6 +29,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Fatal",
+    "NotFound",
     "OffloadError",
     "Registry",
     "Retry",
@@ -39,6 +40,7 @@ __all__ = [
     "TaskSpec",
     "TaskType",
     "Worker",
+    "WaitTimeout",
     "WorkflowSpec",
     "__version__",
     "default_registry",
