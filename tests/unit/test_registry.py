@@ -12,7 +12,6 @@ from offload.core.registry import (
     Registry,
     TaskContext,
     TaskType,
-    default_registry,
     model_from_signature,
 )
 from offload.domain.errors import InvalidInput, UnknownTaskType
