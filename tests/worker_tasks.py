@@ -57,6 +57,25 @@ async def sleep_async(seconds: float) -> dict[str, float]:
     return {"start": start, "end": time.time()}
 
 
+#: One gate per event loop: ``wt.gated`` handlers wait on it until a test opens it.
+_GATES: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+
+
+def open_gates() -> None:
+    """Release every ``wt.gated`` handler waiting in this process (thread-safe)."""
+    for loop, gate in list(_GATES.items()):
+        loop.call_soon_threadsafe(gate.set)
+    _GATES.clear()
+
+
+@offload.task("wt.gated")
+async def gated(i: int) -> int:
+    """Wait (on the loop, no thread) until :func:`open_gates`; at most a minute."""
+    gate = _GATES.setdefault(asyncio.get_running_loop(), asyncio.Event())
+    await asyncio.wait_for(gate.wait(), 60)
+    return i
+
+
 @offload.task("wt.patient")
 def patient(seconds: float, ctx: TaskContext) -> dict[str, Any]:
     """Sleep in small slices, stopping early when ``ctx.cancelled``."""

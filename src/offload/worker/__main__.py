@@ -1,7 +1,7 @@
 """``python -m offload.worker``: a worker without the CLI's dependencies (tests, containers).
 
-Takes the same options as ``offload worker``; ``OFFLOAD_IMPORTS`` and ``OFFLOAD_LEASE_TTL``
-apply when the matching option is not given.
+Takes the same options as ``offload worker``. ``OFFLOAD_IMPORTS`` (comma list) adds modules
+to ``--import``; ``OFFLOAD_LEASE_TTL`` applies when ``--lease-ttl`` is not given.
 """
 
 from __future__ import annotations

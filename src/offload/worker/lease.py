@@ -21,14 +21,16 @@ log = logging.getLogger("offload.worker")
 AGENT_HEARTBEAT_S = 10.0
 #: How often a worker runs the (idempotent) maintenance pass.
 MAINTAIN_EVERY_S = 1.0
-#: Upper bound on the lease refresh interval: the refresh also carries cancel and pause
-#: requests, so it bounds how long a running task takes to notice one.
-MAX_REFRESH_S = 1.0
+#: Lease refreshes also carry cancel and pause requests, so a running task notices one within
+#: about this long. Holding many leases stretches the interval (at most REFRESHES_PER_S lease
+#: updates a second), never beyond a third of the TTL.
+REFRESH_S = 1.0
+REFRESHES_PER_S = 1000
 
 
-def refresh_interval(lease_ttl_s: float) -> float:
-    """Seconds between lease refreshes: a third of the TTL, at most :data:`MAX_REFRESH_S`."""
-    return max(0.05, min(lease_ttl_s / 3, MAX_REFRESH_S))
+def refresh_interval(lease_ttl_s: float, held: int = 0) -> float:
+    """Seconds between lease refreshes for ``held`` leases: at most a third of the TTL."""
+    return max(0.05, min(lease_ttl_s / 3, max(REFRESH_S, held / REFRESHES_PER_S)))
 
 
 async def keep_leases(
@@ -46,6 +48,7 @@ async def keep_leases(
     while True:
         await asyncio.sleep(interval)
         leases = held()
+        interval = refresh_interval(lease_ttl_s, len(leases))
         if not leases:
             continue
         try:
