@@ -80,6 +80,11 @@ def test_submit_get_and_list_with_aliases(svc: Harness) -> None:
     assert t.status is Status.QUEUED and t.priority == 5 and t.estimated_duration_s
     got = svc(svc.service.get(t.id))
     assert got.title == "hello" and got.input == {"n": 1} and got.tags == ["x"]
+    # Rows are decoded without validation: every field must be there, and nothing else.
+    from offload.domain.models import Task
+
+    assert set(got.__dict__) == set(Task.model_fields)
+    assert Task.model_validate(got.model_dump()) == got
     for i in range(4):
         svc(svc.service.submit(spec(input={"n": i})))
     page = svc(svc.service.list(TaskFilter(status=["pending"], limit=2)))
