@@ -544,3 +544,25 @@ def test_event_stream_filters(svc: Harness) -> None:
     assert [e.task_id for e in by_type] == [a.id]
     last = svc(svc.service.last_event_seq())
     assert svc(svc.service.events_since(last)) == []
+
+
+def test_claims_walk_the_ready_index(svc: Harness) -> None:
+    """Claim cost stays flat with a million queued tasks: the candidate query must walk the
+    partial ready index in order (no table scan, no sort of all queued rows)."""
+    store = svc.service.store
+    sql = (
+        "SELECT id, sort_key FROM tasks WHERE status = 'queued' AND queue = 'default' "
+        "AND (agent_id IS NULL OR agent_id = 'w') ORDER BY sort_key LIMIT 10"
+    )
+
+    def plan(cur):
+        if store.url.startswith("sqlite"):
+            rows = cur.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+            return " | ".join(str(r["detail"]) for r in rows)
+        cur.execute("SET LOCAL enable_seqscan = off")
+        rows = cur.execute("EXPLAIN " + sql).fetchall()
+        return " | ".join(str(next(iter(r.values()))) for r in rows)
+
+    text = svc(store._run(store._read, plan))
+    assert "tasks_ready" in text, text
+    assert "TEMP B-TREE" not in text.upper() and "Sort" not in text, text
