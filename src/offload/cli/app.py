@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from offload.cli import admin, dlq, info, tasks, workflow
+from offload.cli import serve as serve_cmd
+from offload.cli import token as token_cmd
 from offload.cli import worker as worker_cmd
 from offload.cli.common import DATABASE_URL_ENV, print_json
 from offload.cli.errors import describe
@@ -33,6 +35,8 @@ app.add_typer(admin.db_app, name="db")
 app.command("stats")(info.stats)
 app.command("types")(info.types)
 app.command("worker")(worker_cmd.worker)
+app.command("serve")(serve_cmd.serve)
+app.add_typer(token_cmd.app, name="token")
 app.command("bench")(admin.bench)
 
 

@@ -47,9 +47,22 @@ def worker(
         float, typer.Option("--grace", min=0.0, help="Shutdown grace period, seconds.")
     ] = 30.0,
     name: Annotated[str | None, typer.Option("--name", help="Worker (agent) name.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Work for this server (http://host:8000; token in $OFFLOAD_TOKEN) instead "
+            "of a database. Default: $OFFLOAD_URL, unless --database-url is given.",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run a worker: claim tasks and run their handlers until Ctrl-C / SIGTERM."""
+    if url:
+        # open_client talks to $OFFLOAD_URL when no database is named.
+        os.environ["OFFLOAD_URL"] = url
+        database_url = None
     from offload.core.registry import default_registry
     from offload.worker.runtime import Worker, load_imports
 

@@ -48,6 +48,10 @@ async def connect(
             )
         from offload.client.http import HttpClient
 
+        # As with a local database: a worker on this client runs the built-in types and
+        # $OFFLOAD_IMPORTS' (the server validates submits against its own registry).
+        register_builtins(registry or default_registry)
+        load_task_modules(Settings.from_env().imports)
         return HttpClient(url, token=token or os.environ.get("OFFLOAD_TOKEN") or None)
     return LocalClient(await open_service(database_url, registry=registry))
 

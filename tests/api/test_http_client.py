@@ -1,0 +1,219 @@
+"""``HttpClient`` and ``LocalClient`` are one protocol: the same calls raise the same
+exception classes with the same codes, locally and over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from offload.client.base import AsyncClient
+from offload.client.factory import connect
+from offload.client.http import HttpClient, error_from_response
+from offload.core.auth import Forbidden, Unauthenticated
+from offload.domain.errors import (
+    DependencyError,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    OffloadError,
+    StaleLease,
+    TooLarge,
+    Unavailable,
+    UnknownTaskType,
+    WaitTimeout,
+)
+from offload.domain.models import (
+    AgentRegistration,
+    ClaimRequest,
+    Completion,
+    LeaseRef,
+    ProgressUpdate,
+    TaskSpec,
+)
+from tests.api.conftest import LiveServer, running_server, unique
+
+pytestmark = pytest.mark.timeout(60)
+
+Scenario = Callable[[AsyncClient], Awaitable[Any]]
+
+
+async def _leased(client: AsyncClient) -> tuple[str, str]:
+    queue = unique()
+    await client.submit("util.echo", {"a": 1}, queue=queue)
+    (task,) = await client.claim(ClaimRequest(agent_id="parity", queues=[queue]))
+    assert task.lease is not None
+    return task.id, task.lease.id
+
+
+async def stale_progress(client: AsyncClient) -> Any:
+    task_id, lease_id = await _leased(client)
+    await client.complete([Completion(task_id=task_id, lease_id=lease_id, result=1)])
+    return await client.progress(ProgressUpdate(task_id=task_id, lease_id=lease_id, progress=5))
+
+
+async def cancel_completed(client: AsyncClient) -> Any:
+    task_id, lease_id = await _leased(client)
+    await client.complete([Completion(task_id=task_id, lease_id=lease_id, result=1)])
+    return await client.pause(task_id)
+
+
+async def wait_too_short(client: AsyncClient) -> Any:
+    task = await client.submit("util.echo", {}, queue=unique())
+    return await client.wait(task.id, timeout=0.2)
+
+
+SCENARIOS: dict[str, tuple[Scenario, type[BaseException], str | None]] = {
+    "unknown task": (lambda c: c.get("nope"), NotFound, "not_found"),
+    "unknown type": (lambda c: c.submit("no.such"), UnknownTaskType, "unknown_task_type"),
+    "bad input": (
+        lambda c: c.submit("math.factorial", {"n": "x"}),
+        InvalidInput,
+        "invalid_input",
+    ),
+    "bad option": (lambda c: c.submit("util.echo", priority="urgent"), ValidationError, None),
+    "unknown dependency": (
+        lambda c: c.submit("util.echo", depends_on=["missing"]),
+        DependencyError,
+        "invalid_dependency",
+    ),
+    "batch too large": (
+        lambda c: c.submit_many([TaskSpec(type="util.echo")] * 1001),
+        TooLarge,
+        "too_large",
+    ),
+    "input too large": (
+        lambda c: c.submit("util.echo", {"b": "x" * 1_100_000}),
+        TooLarge,
+        "too_large",
+    ),
+    "stale lease": (stale_progress, StaleLease, "stale_lease"),
+    "illegal transition": (cancel_completed, IllegalTransition, "illegal_transition"),
+    "wait timeout": (wait_too_short, WaitTimeout, "wait_timeout"),
+    "unknown agent heartbeat": (lambda c: c.agent_heartbeat("nope"), NotFound, "not_found"),
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with running_server(tmp_path_factory.mktemp("parity"), auth=False) as live:
+        yield live
+
+
+def _no_ids(text: str) -> str:
+    return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", text)
+
+
+async def _outcome(client: AsyncClient, scenario: Scenario) -> BaseException:
+    try:
+        await scenario(client)
+    except BaseException as exc:
+        return exc
+    raise AssertionError("no error raised")
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_same_exception_locally_and_over_http(
+    name: str, server: LiveServer, tmp_path: Path
+) -> None:
+    scenario, expected, code = SCENARIOS[name]
+
+    async def both() -> tuple[BaseException, BaseException]:
+        local = await connect(database_url=f"sqlite:///{tmp_path / 'local.db'}")
+        remote = await connect(server.url)
+        assert isinstance(remote, HttpClient)
+        try:
+            return await _outcome(local, scenario), await _outcome(remote, scenario)
+        finally:
+            await local.close()
+            await remote.close()
+
+    local_exc, remote_exc = asyncio.run(both())
+    assert type(local_exc) is expected, repr(local_exc)
+    assert type(remote_exc) is type(local_exc), (repr(local_exc), repr(remote_exc))
+    if code is not None:
+        assert isinstance(remote_exc, OffloadError) and isinstance(local_exc, OffloadError)
+        assert remote_exc.code == local_exc.code == code
+        assert _no_ids(remote_exc.message) == _no_ids(local_exc.message)
+        if isinstance(local_exc, InvalidInput):
+            assert isinstance(remote_exc, InvalidInput)
+            assert remote_exc.field == local_exc.field
+
+
+def test_worker_protocol_round_trip_over_http(server: LiveServer) -> None:
+    async def run() -> None:
+        client = HttpClient(server.url)
+        try:
+            agent = await client.register_agent(AgentRegistration(name="parity-worker"))
+            queue = unique()
+            task = await client.submit("util.echo", {"v": 2}, queue=queue)
+            request = ClaimRequest(agent_id=agent.id, queues=[queue], max=5)
+            (leased,) = await client.claim(request)
+            assert leased.id == task.id and leased.lease is not None
+            lease = LeaseRef(task_id=task.id, lease_id=leased.lease.id)
+            (state,) = await client.heartbeat([lease], 30)
+            assert state.valid
+            (ack,) = await client.release([lease])
+            assert ack.ok
+            assert await client.claim(request.model_copy(update={"queues": [unique()]})) == []
+            (again,) = await client.claim(request)
+            assert again.lease is not None
+            # An empty claim, then a submit racing the wait: the wait still sees it.
+            assert await client.claim(request.model_copy(update={"queues": [unique()]})) == []
+            await client.submit("util.echo", {}, queue=unique())
+            start = time.monotonic()
+            assert await client.wait_for_work(5) is True
+            assert time.monotonic() - start < 2
+            acks = await client.complete(
+                [Completion(task_id=again.id, lease_id=again.lease.id, result={"v": 2})]
+            )
+            assert acks[0].ok
+            done = await client.wait(task.id, timeout=5)
+            assert done.result == {"v": 2} and done.attempt == 1  # a release spends none
+            assert set(await client.maintain()) >= {"lease_expired", "promoted"}
+            await client.deregister_agent(agent.id)
+            agents = {a.id: a for a in await client.list_agents()}
+            assert agents[agent.id].status.value == "offline"
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_error_bodies_map_to_the_local_classes() -> None:
+    def body(code: str, **details: Any) -> bytes:
+        import json
+
+        return json.dumps(
+            {"error": {"code": code, "message": f"{code}!", "details": details}}
+        ).encode()
+
+    assert type(error_from_response(401, body("unauthenticated"))) is Unauthenticated
+    assert type(error_from_response(403, body("forbidden"))) is Forbidden
+    exc = error_from_response(422, body("invalid_input", field="n"))
+    assert type(exc) is InvalidInput and exc.field == "n" and exc.message == "invalid_input!"
+    limited = error_from_response(429, body("rate_limited", retry_after_s=1))
+    assert limited.code == "rate_limited" and limited.http_status == 429
+    assert type(error_from_response(502, b"<html>bad gateway</html>")) is Unavailable
+    odd = error_from_response(418, b"teapot")
+    assert odd.code == "http_error" and "teapot" in odd.message
+
+
+def test_an_unreachable_server_is_unavailable() -> None:
+    async def run() -> None:
+        client = HttpClient("http://127.0.0.1:9", timeout=2)
+        try:
+            with pytest.raises(Unavailable, match="cannot reach"):
+                await client.stats()
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+    with pytest.raises(InvalidInput, match="http://"):
+        asyncio.run(connect("ftp://example"))
