@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-## Start Offload on the embedded SQLite database (~/.offload/offload.db).
+## Start Offload (API, MCP, dashboard, embedded worker) on the embedded SQLite database.
 run: $(STAMP)
-	$(BIN)/offload worker
+	$(BIN)/offload serve
 
 ## Run the whole test suite (unit, contract, integration, end-to-end).
 test: $(STAMP)

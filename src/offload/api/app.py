@@ -17,7 +17,7 @@ from starlette.requests import Request
 from offload import __version__
 from offload.api import errors, routes_system, routes_tasks, routes_workers, sse
 from offload.api.changes import ChangeFeed
-from offload.api.config import ApiSettings
+from offload.api.config import ApiSettings, is_loopback
 from offload.api.deps import ApiContext, TokenCache
 from offload.api.local import ServerClient
 from offload.api.metrics import Metrics
@@ -26,6 +26,7 @@ from offload.api.ratelimit import TokenBuckets
 from offload.client.base import AsyncClient
 from offload.core.auth import AuthService
 from offload.core.service import QueueService
+from offload.mcp.http import mount_http
 
 log = logging.getLogger("offload.api")
 
@@ -93,12 +94,16 @@ def create_app(
         app.add_middleware(LoopbackHostOnly)
 
     # ---- MCP (streamable HTTP at /mcp) ----------------------------------------------------
-    # Mounted here by the MCP work, before the app starts:
-    #     from offload.mcp.http import mount_http
-    #     mount_http(app, mcp_client_factory(ctx), host=settings.host)
-    # `mcp_client_factory` (below) authenticates each MCP request like the REST routes do
-    # and hands back that tenant's client. Keep this the only MCP wiring in the API.
-    # -----------------------------------------------------------------------------------------
+    # `mcp_client_factory` authenticates each MCP request like the REST routes do and hands
+    # back that tenant's client. This is the only MCP wiring in the API.
+    security = None
+    if not is_loopback(settings.host):
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        # Off loopback, auth is mandatory (bearer tokens), which is what protects /mcp;
+        # the SDK's Host-header check only knows loopback names.
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    mount_http(app, mcp_client_factory(ctx), host=settings.host, transport_security=security)
     return app
 
 

@@ -35,6 +35,13 @@ def bench(
         int, typer.Option("--concurrency", min=1, help="Worker concurrency (async no-op tasks).")
     ] = 64,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    http: Annotated[
+        bool,
+        typer.Option(
+            "--http",
+            help="Submit latency and bulk submit over HTTP against a real `offload serve`.",
+        ),
+    ] = False,
     database_url: Annotated[
         str | None,
         # No $OFFLOAD_DATABASE_URL here: the benchmark writes thousands of tasks, so it only
@@ -47,6 +54,18 @@ def bench(
     ] = None,
 ) -> None:
     """Measure throughput and latency (PRODUCT.md §10) and print a table."""
+    if http:
+        from offload.bench.http import main as http_main
+
+        http_figures = http_main(
+            samples=2000, bulk_tasks=tasks, database_url=database_url or None, as_json=json_out
+        )
+        if http_figures.get("bulk_verified") is False:
+            raise CliError(
+                "the HTTP benchmark's tasks did not verify", code="bench_unverified",
+                reported=json_out,
+            )  # fmt: skip
+        return
     if importlib.util.find_spec("offload.bench") is None:
         raise CliError(
             "the benchmark (offload.bench) is not part of this installation",

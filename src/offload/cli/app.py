@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from offload.cli import admin, dlq, info, tasks, workflow
+from offload.cli import admin, dlq, info, mcp_cmd, tasks, workflow
 from offload.cli import serve as serve_cmd
 from offload.cli import token as token_cmd
 from offload.cli import worker as worker_cmd
@@ -36,6 +36,7 @@ app.command("stats")(info.stats)
 app.command("types")(info.types)
 app.command("worker")(worker_cmd.worker)
 app.command("serve")(serve_cmd.serve)
+app.command("mcp")(mcp_cmd.mcp)
 app.add_typer(token_cmd.app, name="token")
 app.command("bench")(admin.bench)
 
