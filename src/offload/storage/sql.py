@@ -84,6 +84,19 @@ _INSERT_TASK_SQL = (
     f"VALUES ({', '.join('?' * len(TASK_INSERT_COLUMNS))})"
 )
 _EVENT_SQL = "INSERT INTO task_events (task_id, at, kind, actor, data) VALUES (?, ?, ?, ?, ?)"
+_EVENT_ROW = "(?, ?, ?, ?, ?)"
+
+
+def insert_events(cur: Cursor, rows: Sequence[Sequence[Any]]) -> None:
+    """Append many events with multi-row INSERTs (one round trip per 500 on PostgreSQL,
+    where ``executemany`` costs one per row)."""
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        cur.execute(
+            "INSERT INTO task_events (task_id, at, kind, actor, data) VALUES "
+            + ", ".join([_EVENT_ROW] * len(chunk)),
+            [v for row in chunk for v in row],
+        )
 
 
 Row = dict[str, Any]
@@ -309,7 +322,7 @@ class SqlStore:
             out.append(t)
         if plain_rows:
             cur.executemany(_INSERT_TASK_SQL, plain_rows)
-            cur.executemany(_EVENT_SQL, events)
+            insert_events(cur, events)
         edges: list[tuple[Any, ...]] = []
         upstream_counts: dict[str, int] = {}
         for t in batch.values():
@@ -535,8 +548,8 @@ class SqlStore:
             (lease_id, req.agent_id, expires, now, now, assignment, req.agent_id, *ids),
         )
         rows = cur.fetchall()
-        cur.executemany(
-            _EVENT_SQL,
+        insert_events(
+            cur,
             [
                 (
                     r["id"],
@@ -575,14 +588,27 @@ class SqlStore:
         """Extend live leases."""
 
         def w(cur: Cursor) -> list[LeaseState]:
+            live: dict[str, Row] = {}
+            refs = list(leases)
+            # One fenced UPDATE per chunk: a worker may hold thousands of leases, and one
+            # statement per lease costs a round trip each on PostgreSQL.
+            for start in range(0, len(refs), 500):
+                chunk = refs[start : start + 500]
+                values = [v for ref in chunk for v in (ref.task_id, ref.lease_id)]
+                rows = cur.execute(
+                    f"UPDATE tasks SET lease_expires_at = ? FROM {self.d.values(len(chunk), 2)} "
+                    f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
+                    f"AND tasks.status IN {_LEASED_SQL} "
+                    "RETURNING tasks.id, tasks.cancel_requested, tasks.pause_requested",
+                    (now + ttl_s, *values),
+                ).fetchall()
+                for row in rows:
+                    live[row["id"]] = row
+            expires = dt(now + ttl_s)
             out = []
-            for ref in leases:
-                row = cur.execute(
-                    f"UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_id = ? "
-                    f"AND status IN {_LEASED_SQL} RETURNING cancel_requested, pause_requested",
-                    (now + ttl_s, ref.task_id, ref.lease_id),
-                ).fetchone()
-                if row is None:
+            for ref in refs:
+                hit = live.get(ref.task_id)
+                if hit is None:
                     out.append(LeaseState(task_id=ref.task_id, lease_id=ref.lease_id, valid=False))
                 else:
                     out.append(
@@ -590,9 +616,9 @@ class SqlStore:
                             task_id=ref.task_id,
                             lease_id=ref.lease_id,
                             valid=True,
-                            expires_at=dt(now + ttl_s),
-                            cancel_requested=bool(row["cancel_requested"]),
-                            pause_requested=bool(row["pause_requested"]),
+                            expires_at=expires,
+                            cancel_requested=bool(hit["cancel_requested"]),
+                            pause_requested=bool(hit["pause_requested"]),
                         )
                     )
             return out
@@ -712,8 +738,8 @@ class SqlStore:
             ).fetchall()
             for row in rows:
                 done[row["id"]] = row
-        cur.executemany(
-            _EVENT_SQL,
+        insert_events(
+            cur,
             [
                 (r["id"], now, "completed", r["lease_holder"], dumps({"attempt": r["attempt"]}))
                 for r in done.values()
