@@ -34,6 +34,7 @@ class LocalClient:
     def __init__(self, service: QueueService, *, owner: str | None = None) -> None:
         self.service = service
         self.owner = owner
+        self._since: int | None = None
 
     async def submit(self, task_type: str, input: Any = None, **options: Any) -> Task:
         """Create one task."""
@@ -121,12 +122,15 @@ class LocalClient:
         return await self.service.list_agents()
 
     async def claim(self, req: ClaimRequest) -> builtins.list[Task]:
-        """Lease work."""
+        """Lease work; a following :meth:`wait_for_work` also catches submits that raced
+        this claim (it waits for changes since just before the claim)."""
+        self._since = self.service.change_token()
         return await self.service.claim(req)
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Until the database changes."""
-        return await self.service.wait_for_work(timeout)
+        since, self._since = self._since, None
+        return await self.service.wait_for_work(timeout, since)
 
     async def heartbeat(
         self, leases: Sequence[LeaseRef], ttl_s: float
