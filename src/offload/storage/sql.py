@@ -84,19 +84,12 @@ _INSERT_TASK_SQL = (
     f"VALUES ({', '.join('?' * len(TASK_INSERT_COLUMNS))})"
 )
 _EVENT_SQL = "INSERT INTO task_events (task_id, at, kind, actor, data) VALUES (?, ?, ?, ?, ?)"
-_EVENT_ROW = "(?, ?, ?, ?, ?)"
 
 
 def insert_events(cur: Cursor, rows: Sequence[Sequence[Any]]) -> None:
-    """Append many events with multi-row INSERTs (one round trip per 500 on PostgreSQL,
-    where ``executemany`` costs one per row)."""
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        cur.execute(
-            "INSERT INTO task_events (task_id, at, kind, actor, data) VALUES "
-            + ", ".join([_EVENT_ROW] * len(chunk)),
-            [v for row in chunk for v in row],
-        )
+    """Append many events. ``executemany`` is the fast path on both backends (psycopg sends
+    it as one pipeline; a multi-row INSERT with thousands of parameters measured 2x slower)."""
+    cur.executemany(_EVENT_SQL, rows)
 
 
 Row = dict[str, Any]
