@@ -71,6 +71,27 @@ async def test_tools_over_http_on_a_real_server(tmp_path: Path) -> None:
                 client, "submit_agent_task", {"task_type": "math.factorail", "input": {"n": 1}}
             )
             assert err and "math.factorial" in text
+            steps = [
+                {"ref": "count", "task_type": "util.echo", "input": {"n": 5}},
+                {"ref": "fact", "task_type": "math.factorial",
+                 "input": {"n": {"$ref": "count.result.n"}}, "depends_on": ["count"]},
+            ]  # fmt: skip
+            err, wf, text = await call(client, "submit_workflow", {"tasks": steps})
+            assert not err, text
+            err, done, text = await call(
+                client, "wait_for_task", {"task_id": wf["workflow"]["id"], "timeout_s": 30}
+            )
+            assert not err and done["result"] == {"count": {"n": 5}, "fact": 120}, text
+            err, nap, _ = await call(
+                client, "submit_agent_task",
+                {"task_type": "util.sleep", "input": {"seconds": 30}},
+            )  # fmt: skip
+            err, _, text = await call(client, "cancel_agent_task", {"task_id": nap["id"]})
+            assert not err, text
+            err, done, text = await call(
+                client, "wait_for_task", {"task_id": nap["id"], "timeout_s": 20}
+            )
+            assert done["status"] == "cancelled", text
     finally:
         procs.stop_all()
 
