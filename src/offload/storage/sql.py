@@ -130,6 +130,11 @@ class Dialect:
     #: Row locks (PostgreSQL); SQLite serialises writers with BEGIN IMMEDIATE instead.
     for_update = ""
     skip_locked = ""
+    #: Re-check on the claim UPDATE. SQLite serialises writers, so the candidates cannot
+    #: have changed, but the check is free; PostgreSQL's candidates are row-locked by
+    #: ``FOR UPDATE SKIP LOCKED`` (which re-checks after locking), and the predicate there
+    #: would steer the planner to the partial ready index, a scan of every queued task.
+    claim_recheck = " AND status = 'queued'"
 
     def append_json(self, column: str) -> str:
         """Expression appending the JSON value of the next parameter to a JSON array column."""
@@ -537,7 +542,7 @@ class SqlStore:
             f"UPDATE tasks SET status = 'running', lease_id = ?, lease_holder = ?, "
             f"lease_expires_at = ?, attempt = attempt + 1, started_at = ?, updated_at = ?, "
             f"assignment = ?, assigned_agent = ?, cancel_requested = 0 "
-            f"WHERE id IN ({', '.join('?' * len(ids))}) AND status = 'queued' RETURNING *",
+            f"WHERE id IN ({', '.join('?' * len(ids))}){self.d.claim_recheck} RETURNING *",
             (lease_id, req.agent_id, expires, now, now, assignment, req.agent_id, *ids),
         )
         rows = cur.fetchall()

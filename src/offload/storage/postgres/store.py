@@ -61,6 +61,7 @@ class PgDialect(Dialect):
     greatest = "GREATEST"
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    claim_recheck = ""
 
     def append_json(self, column: str) -> str:
         return f"({column}::jsonb || jsonb_build_array(?::jsonb))::text"
