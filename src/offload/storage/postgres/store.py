@@ -180,6 +180,9 @@ class PostgresStore(SqlStore):
     def _write_lax(self, fn: Callable[..., R], *args: Any) -> R:
         def lax(cur: _Cursor, *inner: Any) -> R:
             cur.execute("SET LOCAL synchronous_commit TO OFF")
+            # Claims and lease renewals touch a handful of rows by key; right after a bulk
+            # submit the table has no statistics yet and the planner picks a sequential scan.
+            cur.execute("SET LOCAL enable_seqscan TO OFF")
             return fn(cur, *inner)
 
         return self._tx(lax, *args)
