@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -54,6 +55,8 @@ from offload.domain.settings import Settings
 from offload.domain.status import Status
 from offload.ports.clock import Clock, SystemClock
 from offload.ports.store import Store
+
+log = logging.getLogger("offload.service")
 
 WORKFLOW_TYPE = "workflow"
 _ESTIMATE_REFRESH_S = 30.0
@@ -442,7 +445,10 @@ class QueueService:
         """Run :meth:`maintain` every ``interval_s`` until ``stop`` is set."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
-            await self.maintain()
+            try:
+                await self.maintain()
+            except Exception:  # a passing database error must not end maintenance for good
+                log.warning("maintenance pass failed; retrying", exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
 
