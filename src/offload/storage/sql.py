@@ -623,12 +623,16 @@ class SqlStore:
 
         return await self._run(self._write_lax, w)
 
-    def _leased_row(self, cur: Cursor, task_id: str, lease_id: str) -> Row:
-        row = cur.execute(
+    def _find_leased(self, cur: Cursor, task_id: str, lease_id: str) -> Row | None:
+        """The task if ``lease_id`` is its live lease (row-locked on PostgreSQL), else None."""
+        return cur.execute(
             "SELECT * FROM tasks WHERE id = ? AND lease_id = ? "
             f"AND status IN {_LEASED_SQL}{self.d.for_update}",
             (task_id, lease_id),
         ).fetchone()
+
+    def _leased_row(self, cur: Cursor, task_id: str, lease_id: str) -> Row:
+        row = self._find_leased(cur, task_id, lease_id)
         if row is None:
             if self._fetch(cur, task_id) is None:
                 raise NotFound("task", task_id)
@@ -777,11 +781,7 @@ class SqlStore:
         def w(cur: Cursor) -> list[Ack]:
             acks = []
             for f in items:
-                row = cur.execute(
-                    f"SELECT * FROM tasks WHERE id = ? AND lease_id = ? "
-                    f"AND status IN {_LEASED_SQL}{self.d.for_update}",
-                    (f.task_id, f.lease_id),
-                ).fetchone()
+                row = self._find_leased(cur, f.task_id, f.lease_id)
                 if row is None:
                     acks.append(self._refusal(cur, f.task_id, f.lease_id))
                     continue
@@ -908,11 +908,7 @@ class SqlStore:
         def w(cur: Cursor) -> list[Ack]:
             acks = []
             for ref in leases:
-                row = cur.execute(
-                    f"SELECT * FROM tasks WHERE id = ? AND lease_id = ? "
-                    f"AND status IN {_LEASED_SQL}{self.d.for_update}",
-                    (ref.task_id, ref.lease_id),
-                ).fetchone()
+                row = self._find_leased(cur, ref.task_id, ref.lease_id)
                 if row is None:
                     acks.append(self._refusal(cur, ref.task_id, ref.lease_id))
                     continue
