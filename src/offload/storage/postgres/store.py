@@ -115,6 +115,18 @@ class _Cursor:
         if rows:
             self._cur.executemany(_pg(sql), rows)
 
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        # COPY streams rows without a Bind/Execute round per row and fires statement
+        # triggers once: several times faster than executemany for a 1,000-task batch.
+        if not rows:
+            return
+        stmt = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        with self._cur.copy(stmt) as copy:  # type: ignore[arg-type]
+            for row in rows:
+                copy.write_row(row)
+
     def fetchone(self) -> Row | None:
         return self._cur.fetchone()
 

@@ -50,6 +50,9 @@ def migrations() -> list[tuple[int, str, str]]:
     return out
 
 
+_INSERTS: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
 class _Cursor:
     """A sqlite3 cursor whose rows are plain dicts.
 
@@ -71,6 +74,18 @@ class _Cursor:
         return self
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._cur.executemany(sql, rows)
+
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        # executemany reuses one prepared statement: SQLite's fastest bulk path.
+        sql = _INSERTS.get((table, tuple(columns)))
+        if sql is None:
+            sql = _INSERTS[(table, tuple(columns))] = (
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})"
+            )
         self._cur.executemany(sql, rows)
 
     def _names(self) -> list[str]:
