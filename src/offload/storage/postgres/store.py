@@ -123,7 +123,7 @@ class _Cursor:
         if not rows:
             return
         stmt = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-        with self._cur.copy(stmt) as copy:  # type: ignore[arg-type]
+        with self._cur.copy(stmt) as copy:
             for row in rows:
                 copy.write_row(row)
 
