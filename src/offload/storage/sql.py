@@ -107,6 +107,11 @@ class Cursor(Protocol):
         """Run one statement per row."""
         ...
 
+    def hold(self, sql: str, args: Sequence[Any] = ...) -> None:
+        """Run a statement whose result nobody reads. A backend may defer it until the next
+        statement of the transaction (PostgreSQL sends both in one round trip)."""
+        ...
+
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
@@ -158,6 +163,13 @@ class Dialect:
         return (
             f"NOT EXISTS (SELECT 1 FROM json_each({column}) c "
             "WHERE c.value NOT IN (SELECT value FROM json_each(?)))"
+        )
+
+    def children_json(self, alias: str) -> str:
+        """Expression: JSON array text of the ids of the tasks whose parent is ``alias``."""
+        return (
+            "(SELECT json_group_array(id) FROM (SELECT id FROM tasks "
+            f"WHERE parent_id = {alias}.id ORDER BY id))"
         )
 
     def values(self, rows: int, columns: int) -> str:
@@ -219,9 +231,7 @@ class SqlStore:
         actor: str | None = None,
         data: Any = None,
     ) -> None:
-        cur.execute(
-            _EVENT_SQL, (task_id, at, kind, actor, dumps(data) if data is not None else None)
-        )
+        cur.hold(_EVENT_SQL, (task_id, at, kind, actor, dumps(data) if data is not None else None))
 
     def _fetch(self, cur: Cursor, task_id: str, *, lock: bool = False) -> Row | None:
         # `lock` takes the row lock (PostgreSQL) before a read-then-decide step, so two
@@ -231,14 +241,14 @@ class SqlStore:
         ).fetchone()
 
     def _task(self, cur: Cursor, task_id: str, owner: str | None = None) -> Task:
-        row = self._fetch(cur, task_id)
+        # One statement (one round trip on PostgreSQL) for the record and its children.
+        row = cur.execute(
+            f"SELECT t.*, {self.d.children_json('t')} AS children_ids FROM tasks t WHERE id = ?",
+            (task_id,),
+        ).fetchone()
         if row is None or (owner is not None and row["owner"] != owner):
             raise NotFound("task", task_id)
-        children = [
-            r["id"]
-            for r in cur.execute("SELECT id FROM tasks WHERE parent_id = ? ORDER BY id", (task_id,))
-        ]
-        return row_to_task(row, children)
+        return row_to_task(row, loads(row.pop("children_ids")) or [])
 
     def _ready_status(self, run_at: float | None, now: float) -> Status:
         return Status.SCHEDULED if run_at is not None and run_at > now else Status.QUEUED
@@ -507,7 +517,7 @@ class SqlStore:
         return await self._run(self._write_lax, self._claim, req, now)
 
     def _claim(self, cur: Cursor, req: ClaimRequest, now: float) -> list[Task]:
-        self._promote_due(cur, now)
+        self._promote_before_claim(cur, now)
         filters = ["status = 'queued'", "queue = ?", "(agent_id IS NULL OR agent_id = ?)"]
         base_args: list[Any] = [req.agent_id]
         if req.tenant is not None:
@@ -520,19 +530,8 @@ class SqlStore:
             base_args += req.types
         filters.append(f"(caps_key = '' OR {self.d.json_array_within('tasks.capabilities')})")
         base_args.append(dumps(req.capabilities))
-        sql = (
-            f"SELECT id, sort_key FROM tasks WHERE {' AND '.join(filters)} "
-            f"ORDER BY sort_key LIMIT ?{self.d.skip_locked}"
-        )
-        candidates: list[tuple[float, str]] = []
-        # One index walk per queue, merged: each walk is O(log n + max).
-        for queue in dict.fromkeys(req.queues):
-            rows = cur.execute(sql, (queue, *base_args, req.max)).fetchall()
-            candidates += [(r["sort_key"], r["id"]) for r in rows]
-        if not candidates:
-            return []
-        candidates.sort()
-        ids = [c[1] for c in candidates[: req.max]]
+        where = " AND ".join(filters)
+        queues = list(dict.fromkeys(req.queues))
         lease_id = new_id()
         expires = now + req.lease_ttl_s
         assignment = dumps(
@@ -543,14 +542,44 @@ class SqlStore:
                 "method": "claimed",
             }
         )
-        cur.execute(
-            f"UPDATE tasks SET status = 'running', lease_id = ?, lease_holder = ?, "
-            f"lease_expires_at = ?, attempt = attempt + 1, started_at = ?, updated_at = ?, "
-            f"assignment = ?, assigned_agent = ?, cancel_requested = 0 "
-            f"WHERE id IN ({', '.join('?' * len(ids))}){self.d.claim_recheck} RETURNING *",
-            (lease_id, req.agent_id, expires, now, now, assignment, req.agent_id, *ids),
+        set_sql = (
+            "UPDATE tasks SET status = 'running', lease_id = ?, lease_holder = ?, "
+            "lease_expires_at = ?, attempt = attempt + 1, started_at = ?, updated_at = ?, "
+            "assignment = ?, assigned_agent = ?, cancel_requested = 0 "
         )
-        rows = cur.fetchall()
+        set_args = (lease_id, req.agent_id, expires, now, now, assignment, req.agent_id)
+        pick = f"SELECT id FROM tasks WHERE {where} ORDER BY sort_key LIMIT ?{self.d.skip_locked}"
+        if len(queues) == 1:
+            # The usual case: pick and lease in one statement (one round trip on PostgreSQL).
+            rows = cur.execute(
+                f"WITH c AS ({pick}) {set_sql}WHERE id IN (SELECT id FROM c)"
+                f"{self.d.claim_recheck} RETURNING *",
+                (queues[0], *base_args, req.max, *set_args),
+            ).fetchall()
+            rows.sort(key=lambda r: (r["sort_key"], r["id"]))
+        else:
+            candidates: list[tuple[float, str]] = []
+            # One index walk per queue, merged: each walk is O(log n + max).
+            for queue in queues:
+                found = cur.execute(
+                    f"SELECT id, sort_key FROM tasks WHERE {where} "
+                    f"ORDER BY sort_key LIMIT ?{self.d.skip_locked}",
+                    (queue, *base_args, req.max),
+                ).fetchall()
+                candidates += [(r["sort_key"], r["id"]) for r in found]
+            if not candidates:
+                return []
+            candidates.sort()
+            ids = [c[1] for c in candidates[: req.max]]
+            rows = cur.execute(
+                f"{set_sql}WHERE id IN ({', '.join('?' * len(ids))}){self.d.claim_recheck} "
+                "RETURNING *",
+                (*set_args, *ids),
+            ).fetchall()
+            order = {i: n for n, i in enumerate(ids)}
+            rows.sort(key=lambda r: order[r["id"]])
+        if not rows:
+            return []
         insert_events(
             cur,
             [
@@ -571,8 +600,11 @@ class SqlStore:
                 for r in rows
             ],
         )
-        order = {i: n for n, i in enumerate(ids)}
-        return sorted((row_to_task(r) for r in rows), key=lambda t: order[t.id])
+        return [row_to_task(r) for r in rows]
+
+    def _promote_before_claim(self, cur: Cursor, now: float) -> None:
+        """Make due scheduled tasks claimable; a backend may do it without waiting."""
+        self._promote_due(cur, now)
 
     def _promote_due(self, cur: Cursor, now: float) -> int:
         rows = cur.execute(

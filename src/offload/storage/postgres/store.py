@@ -28,7 +28,8 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 from offload.domain.errors import InvalidInput, Unavailable
 from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
 from offload.domain.status import Status
-from offload.storage.sql import Dialect, Row, SqlStore
+from offload.storage.rows import dumps
+from offload.storage.sql import Cursor, Dialect, Row, SqlStore
 
 try:
     import psycopg
@@ -74,6 +75,12 @@ class PgDialect(Dialect):
 
     def json_array_within(self, column: str) -> str:
         return f"{column}::jsonb <@ ?::jsonb"
+
+    def children_json(self, alias: str) -> str:
+        return (
+            "(SELECT coalesce(json_agg(c.id ORDER BY c.id), '[]')::text FROM tasks c "
+            f"WHERE c.parent_id = {alias}.id)"
+        )
 
     def values(self, rows: int, columns: int) -> str:
         row = "(" + ", ".join("?" * columns) + ")"
@@ -196,6 +203,19 @@ def _conninfo(url: str) -> tuple[str, dict[str, str]]:
     return urlunparse(parsed._replace(scheme=scheme, query=urlencode(query))), ours
 
 
+# Scheduled → queued for every due task, as SqlStore._set_ready does one by one (run_at has
+# passed, so the task is ready now: queued_at = now, sort_key = now − priority × aging).
+_PROMOTE_SQL = (
+    "WITH due AS (SELECT id FROM tasks WHERE status = 'scheduled' AND run_at <= ? "
+    "LIMIT 1000 FOR UPDATE SKIP LOCKED), "
+    "moved AS (UPDATE tasks SET status = 'queued', queued_at = ?, sort_key = ? - priority * ?, "
+    "updated_at = ?, paused_from = NULL WHERE id IN (SELECT id FROM due) RETURNING id) "
+    "INSERT INTO task_events (task_id, at, kind, actor, data) "
+    "SELECT id, ?, 'status_changed', NULL, ? FROM moved"
+)
+_PROMOTED_EVENT = dumps({"from": "scheduled", "to": "queued"})
+
+
 class PostgresStore(SqlStore):
     """Store backed by PostgreSQL (see :class:`offload.ports.store.Store`)."""
 
@@ -222,6 +242,12 @@ class PostgresStore(SqlStore):
         self._changed: asyncio.Event | None = None
         self._closing = False
         self._generation = 0
+
+    def _promote_before_claim(self, cur: Cursor, now: float) -> None:
+        # The shared version reads the due rows first: a round trip before every claim.
+        # This one statement has the same effect (status, queue order, event) and rides
+        # with the claim that follows it.
+        cur.hold(_PROMOTE_SQL, (now, now, now, self.aging, now, now, _PROMOTED_EVENT))
 
     # ------------------------------------------------------------------ plumbing
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:

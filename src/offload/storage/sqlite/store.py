@@ -76,6 +76,10 @@ class _Cursor:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._cur.executemany(sql, rows)
 
+    def hold(self, sql: str, args: Sequence[Any] = ()) -> None:
+        # In process: nothing to save by deferring.
+        self._cur.execute(sql, args)
+
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
