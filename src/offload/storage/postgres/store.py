@@ -101,8 +101,9 @@ def _pg(sql: str) -> str:
     return out
 
 
-#: Batches at least this big are appended with COPY.
-COPY_MIN_ROWS = 16
+#: Batches at least this big are appended with COPY (its own round trips pay off only for big
+#: batches: bulk submits, not the events of a claimed or completed batch).
+COPY_MIN_ROWS = 200
 
 
 class _Cursor:
