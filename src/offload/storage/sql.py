@@ -9,6 +9,7 @@ in connections, migrations, change notification and a few SQL fragments (:class:
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -145,6 +146,8 @@ class Dialect:
     #: ``FOR UPDATE SKIP LOCKED`` (which re-checks after locking), and the predicate there
     #: would steer the planner to the partial ready index, a scan of every queued task.
     claim_recheck = " AND status = 'queued'"
+    #: Whether event numbers can become visible out of order (concurrent writers).
+    seq_gaps = False
 
     def append_json(self, column: str) -> str:
         """Expression appending the JSON value of the next parameter to a JSON array column."""
@@ -198,6 +201,9 @@ class SqlStore:
         self.url = url
         self.aging = aging_interval_s
         self.rng = rng
+        #: How long a hole in the event numbering holds a feed back (see :meth:`_open_gap`).
+        self.gap_wait_s = 2.0
+        self._gaps: dict[int, float] = {}
 
     # ------------------------------------------------------------------ backend hooks
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
@@ -499,9 +505,38 @@ class SqlStore:
                 "ORDER BY e.seq LIMIT ?",
                 (*args, limit),
             )
-            return [row_to_event(r) for r in cur.fetchall()]
+            rows = cur.fetchall()
+            if rows and self.d.seq_gaps:
+                stop = self._open_gap(cur, after_seq, rows[-1]["seq"])
+                if stop is not None:
+                    rows = [r for r in rows if r["seq"] < stop]
+            return [row_to_event(r) for r in rows]
 
         return await self._run(self._read, q)
+
+    def _open_gap(self, cur: Cursor, after_seq: int, upto: int) -> int | None:
+        """The first seq in ``(after_seq, upto]`` that may still appear, if any.
+
+        Where transactions commit concurrently, an event can become visible after one with a
+        higher seq: a reader that moved past the hole would never see it. So a feed stops
+        before a hole until the hole fills (its transaction commits) or has stayed open for
+        :attr:`gap_wait_s`, which means its transaction rolled back and the number is lost.
+        """
+        gaps = cur.execute(
+            "SELECT seq + 1 AS start FROM (SELECT seq, lead(seq) OVER (ORDER BY seq) AS nxt "
+            "FROM task_events WHERE seq >= ? AND seq <= ?) s WHERE nxt > seq + 1 ORDER BY seq",
+            (after_seq, upto),
+        ).fetchall()
+        now = time.monotonic()
+        for g in gaps:
+            first_seen = self._gaps.setdefault(g["start"], now)
+            if now - first_seen < self.gap_wait_s:
+                return int(g["start"])
+        if len(self._gaps) > 10_000:
+            # Forget the oldest holes: long decided, they lie behind every live reader.
+            for key in sorted(self._gaps)[:5_000]:
+                self._gaps.pop(key, None)
+        return None
 
     async def last_event_seq(self) -> int:
         """The newest event's ``seq`` (0 when there are none)."""

@@ -63,6 +63,7 @@ class PgDialect(Dialect):
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     claim_recheck = ""
+    seq_gaps = True
 
     def append_json(self, column: str) -> str:
         return f"({column}::jsonb || jsonb_build_array(?::jsonb))::text"

@@ -1,0 +1,97 @@
+"""The live event feed on PostgreSQL never skips an event committed out of seq order.
+
+Two transactions can take event numbers in one order and commit in the other. A reader
+that moved past the lower number would never see that event; the feed must hold back
+until the hole fills, or until it has been open long enough to be a rolled-back number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from offload.client.factory import connect
+from offload.domain.models import TaskSpec
+from offload.storage.sql import SqlStore
+from tests.pgcluster import PgCluster
+
+
+@pytest.fixture
+def pg_url(pg_server: PgCluster) -> str:
+    return pg_server.new_database()
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
+
+
+def _event_in_open_transaction(url: str, task_id: str) -> tuple[psycopg.Connection, int]:
+    """A transaction that has appended an event (taking its seq) but not committed."""
+    conn = psycopg.connect(url)
+    seq = conn.execute(
+        "INSERT INTO task_events (task_id, at, kind, actor, data) "
+        "VALUES (%s, %s, 'log', 'test', '{}') RETURNING seq",
+        (task_id, time.time()),
+    ).fetchone()
+    assert seq is not None
+    return conn, int(seq[0])
+
+
+def test_feed_waits_for_an_earlier_event_still_committing(
+    pg_url: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    async def scenario() -> None:
+        client = await connect(database_url=pg_url)
+        store = client.service.store
+        assert isinstance(store, SqlStore)
+        try:
+            first = await client.submit_many([TaskSpec(type="util.echo", input={"i": 0})])
+            start = await store.last_event_seq()
+            slow, held_seq = _event_in_open_transaction(pg_url, first[0].id)
+            try:
+                # A later transaction takes a higher number and commits first.
+                await client.submit_many([TaskSpec(type="util.echo", input={"i": 1})])
+                feed = await store.events_since(start)
+                assert [e.seq for e in feed] == [], "delivered past an open hole"
+                slow.commit()
+            finally:
+                slow.close()
+            feed = await store.events_since(start)
+            seqs = [e.seq for e in feed]
+            assert seqs[0] == held_seq and seqs == sorted(seqs) and len(seqs) == 2
+        finally:
+            await client.close()
+
+    loop.run_until_complete(scenario())
+
+
+def test_feed_passes_a_rolled_back_number_after_the_wait(
+    pg_url: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    async def scenario() -> None:
+        client = await connect(database_url=pg_url)
+        store = client.service.store
+        assert isinstance(store, SqlStore)
+        store.gap_wait_s = 0.3
+        try:
+            first = await client.submit_many([TaskSpec(type="util.echo", input={"i": 0})])
+            start = await store.last_event_seq()
+            lost, _ = _event_in_open_transaction(pg_url, first[0].id)
+            lost.rollback()
+            lost.close()
+            later = await client.submit_many([TaskSpec(type="util.echo", input={"i": 1})])
+            assert await store.events_since(start) == []
+            await asyncio.sleep(0.4)
+            feed = await store.events_since(start)
+            assert [e.task_id for e in feed] == [later[0].id]
+        finally:
+            await client.close()
+
+    loop.run_until_complete(scenario())
