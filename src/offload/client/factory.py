@@ -27,7 +27,10 @@ async def open_service(
     # $OFFLOAD_IMPORTS: the user's task modules, so submits validate against their schemas.
     load_task_modules(settings.imports)
     store = await open_store(settings.database_url, aging_interval_s=settings.aging_interval_s)
-    return QueueService(store, registry, settings=settings)
+    service = QueueService(store, registry, settings=settings)
+    # Limits declared in code become the database's (where every claimer enforces them).
+    await service.sync_declared_limits()
+    return service
 
 
 async def connect(

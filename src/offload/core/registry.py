@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar, get_type_hints
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from offload.domain.errors import InvalidInput, UnknownTaskType
+from offload.domain.flow import ConcurrencyStrategy, LimitSpec
 from offload.domain.models import Artifact, RetryPolicy, Task, TaskTypeInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,14 +82,32 @@ class TaskType:
     version: int = 1
     takes_context: bool = False
     is_async: bool = False
-    #: Reserved for flow control (later): per-type limits and handler batching.
+    #: Flow control (§4.8): limits per type, or per key when ``concurrency_key`` is set.
     concurrency: int | None = None
+    concurrency_key: str | None = None
+    concurrency_strategy: str = "queue"
     rate_limit: str | None = None
     cache_ttl_s: float | None = None
     batch_size: int | None = None
     batch_wait_ms: float | None = None
     #: A single pydantic-model parameter receives the whole validated model.
     model_param: str | None = None
+
+    def limit_spec(self) -> LimitSpec | None:
+        """The limits declared in code, validated (None when the type declares none)."""
+        if self.concurrency is None and self.rate_limit is None:
+            return None
+        try:
+            return LimitSpec(
+                concurrency=self.concurrency,
+                concurrency_key=self.concurrency_key,
+                strategy=ConcurrencyStrategy(self.concurrency_strategy),
+                rate_limit=self.rate_limit,
+            )
+        except (ValidationError, ValueError) as exc:
+            raise InvalidInput(
+                f"task type {self.name}: bad limits: {exc}", field="limits"
+            ) from None
 
     @property
     def executable(self) -> bool:
@@ -197,6 +216,7 @@ class Registry:
 
     def add(self, task_type: TaskType) -> TaskType:
         """Register (or replace) a type."""
+        task_type.limit_spec()  # bad limits are refused at declaration, not at first use
         self._types[task_type.name] = task_type
         return task_type
 

@@ -24,6 +24,7 @@ from offload.domain.errors import (
     TooLarge,
     WaitTimeout,
 )
+from offload.domain.flow import Limit, LimitSpec, Resource, WaitingOn, limit_key
 from offload.domain.ids import new_id
 from offload.domain.models import (
     MAX_BULK,
@@ -60,6 +61,14 @@ log = logging.getLogger("offload.service")
 
 WORKFLOW_TYPE = "workflow"
 _ESTIMATE_REFRESH_S = 30.0
+#: Statuses that say by themselves why a task is not running.
+_STATUS_WAIT = {
+    Status.BLOCKED: WaitingOn.DEPENDENCY,
+    Status.SCHEDULED: WaitingOn.SCHEDULE,
+    Status.PAUSED: WaitingOn.PAUSED,
+}
+#: How stale the submit path's view of limits and resources may be.
+FLOW_REFRESH_S = 1.0
 _COMPLEXITY_ESTIMATE_S = {"simple": 10.0, "moderate": 120.0, "complex": 900.0}
 
 
@@ -81,6 +90,10 @@ class QueueService:
         self._estimates: dict[str, float] = {}
         self._estimates_at = float("-inf")
         self._requesters: dict[str | None, Requester] = {}
+        # Limits and resource names as of at most FLOW_REFRESH_S ago (submit needs them).
+        self._limits: dict[str, Limit] = {}
+        self._resource_names: set[str] = set()
+        self._flow_at = float("-inf")
 
     # ------------------------------------------------------------------ building tasks
     def _requester(self, owner: str | None) -> Requester:
@@ -91,6 +104,32 @@ class QueueService:
             if len(self._requesters) > 1024:
                 self._requesters.clear()
         return cached
+
+    async def _refresh_flow(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._flow_at > FLOW_REFRESH_S:
+            self._flow_at = now
+            self._limits = {lim.type: lim for lim in await self.store.list_limits()}
+            self._resource_names = await self.store.resource_names()
+
+    async def _flow_fields(self, tt: TaskType, spec: TaskSpec, task_input: Any) -> str | None:
+        """The task's limit key; checks its resources exist."""
+        if spec.resources:
+            unknown = sorted(set(spec.resources) - self._resource_names)
+            if unknown:
+                await self._refresh_flow(force=True)
+                unknown = sorted(set(spec.resources) - self._resource_names)
+            if unknown:
+                raise InvalidInput(
+                    f"unknown resource {unknown[0]!r}: define it first "
+                    f"(offload resource set {unknown[0]} CAPACITY, or PUT /v1/resources/NAME)",
+                    field="resources",
+                    details={"unknown": unknown, "known": sorted(self._resource_names)},
+                )
+        lim = self._limits.get(tt.name)
+        if lim is None:
+            return None
+        return limit_key(tt.name, task_input, lim.concurrency_key)
 
     async def _estimate(self, tt: TaskType, spec: TaskSpec) -> float:
         """Mean of that type's recent run times; a heuristic until there is history."""
@@ -156,6 +195,8 @@ class QueueService:
             idempotency_key=spec.idempotency_key,
             cache_ttl_s=spec.cache_ttl_s if spec.cache_ttl_s is not None else tt.cache_ttl_s,
             complexity=spec.complexity, metadata=spec.metadata, review=spec.review,
+            resources=spec.resources, limit_key=await self._flow_fields(tt, spec, task_input),
+            waiting_on=None,
             children=[], lease=None, assignment=None, attempt=0, checkpoints=[], artifacts=[],
             result=None, error=None, errors=[], cache_hit=False, progress=0.0,
             current_step=None, queued_at=None, started_at=None, finished_at=None,
@@ -179,6 +220,7 @@ class QueueService:
                 details={"limit": MAX_BULK, "size": len(specs)},
             )
         now = self.clock.now()
+        await self._refresh_flow()
         tasks = []
         for i, spec in enumerate(specs):
             try:
@@ -194,6 +236,7 @@ class QueueService:
     async def submit_workflow(self, spec: WorkflowSpec, owner: str | None = None) -> Task:
         """Create a parent (type ``workflow``) and its children in one transaction."""
         now = self.clock.now()
+        await self._refresh_flow()
         owner = spec.owner if owner is None else owner
         refs: dict[str, str] = {}
         for i, child in enumerate(spec.tasks):
@@ -269,6 +312,11 @@ class QueueService:
         task = await self.store.get_task(task_id, owner)
         if task is None:
             raise NotFound("task", task_id)
+        waiting = _STATUS_WAIT.get(task.status)
+        if task.status is Status.QUEUED and (task.limit_key or task.resources):
+            waiting = await self.store.limit_wait(task.id, self.clock.now())
+        if waiting is not None:
+            task.__dict__["waiting_on"] = waiting
         return task
 
     async def list(self, flt: TaskFilter, owner: str | None = None) -> TaskPage:
@@ -276,6 +324,10 @@ class QueueService:
         if owner is not None:
             flt = flt.model_copy(update={"owner": owner})
         tasks, total = await self.store.list_tasks(flt)
+        for t in tasks:
+            # Limits need a query per task; a list shows the reasons its statuses give.
+            if t.status in _STATUS_WAIT:
+                t.__dict__["waiting_on"] = _STATUS_WAIT[t.status]
         return TaskPage(tasks=tasks, total=total, limit=flt.limit, offset=flt.offset)
 
     async def events(
@@ -406,8 +458,61 @@ class QueueService:
 
     async def wait_for_work(self, timeout: float, since: int | None = None) -> bool:
         """Until the database changes (after ``since``, a :meth:`change_token`) or
-        ``timeout``."""
+        ``timeout`` — or until a rate-limited key gets its next token, so a worker claims
+        it then instead of at its next poll."""
+        wake = getattr(self.store, "flow_wake_at", None)
+        if wake is not None:
+            timeout = max(0.005, min(timeout, wake - self.clock.now()))
         return await self.store.wait_for_change(timeout, since)
+
+    # ------------------------------------------------------------------ flow control
+    async def set_limit(self, task_type: str, spec: LimitSpec) -> Limit:
+        """Set a task type's concurrency and rate limits (enforced by every claim)."""
+        self.registry.get(task_type)  # unknown types are refused with close names
+        if spec.is_empty():
+            raise InvalidInput(
+                "give a concurrency and/or a rate_limit (to remove limits, DELETE them)",
+                field="concurrency",
+            )
+        out = await self.store.set_limit(task_type, spec, self.clock.now())
+        await self._refresh_flow(force=True)
+        return out
+
+    async def delete_limit(self, task_type: str) -> None:
+        """Remove a task type's limits."""
+        await self.store.delete_limit(task_type)
+        await self._refresh_flow(force=True)
+
+    async def list_limits(self) -> builtins.list[Limit]:
+        """Every task type's limits."""
+        return await self.store.list_limits()
+
+    async def set_resource(self, name: str, capacity: int) -> Resource:
+        """Create a named resource or change its capacity."""
+        out = await self.store.set_resource(name, capacity, self.clock.now())
+        await self._refresh_flow(force=True)
+        return out
+
+    async def delete_resource(self, name: str) -> None:
+        """Remove a resource (refused while unfinished tasks need it)."""
+        await self.store.delete_resource(name)
+        await self._refresh_flow(force=True)
+
+    async def list_resources(self) -> builtins.list[Resource]:
+        """Every resource with units in use and tasks waiting."""
+        return await self.store.list_resources()
+
+    async def sync_declared_limits(self) -> int:
+        """Store the limits declared with ``@offload.task(concurrency=…, rate_limit=…)``."""
+        n = 0
+        for tt in self.registry:
+            spec = tt.limit_spec()
+            if spec is not None:
+                await self.store.set_limit(tt.name, spec, self.clock.now())
+                n += 1
+        if n:
+            await self._refresh_flow(force=True)
+        return n
 
     def change_token(self) -> int:
         """The store's change counter (see :meth:`Store.change_token`)."""

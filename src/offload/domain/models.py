@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from offload.domain.flow import WaitingOn, check_resource_name
 from offload.domain.status import Status
 
 JSON = Any
@@ -300,6 +301,18 @@ class Task(_Model):
     cache_ttl_s: float | None = None
     complexity: Complexity | None = None
     metadata: dict[str, JSON] = Field(default_factory=dict)
+    # flow control (§4.8)
+    resources: dict[str, int] = Field(
+        default_factory=dict, description="units of named resources held while running"
+    )
+    limit_key: str | None = Field(
+        None, description="the concurrency/rate-limit group: the type, or type␟key value"
+    )
+    waiting_on: WaitingOn | None = Field(
+        None,
+        description="why a task that is not running waits: dependency, schedule, "
+        "concurrency, rate_limit, resource or paused (computed on read)",
+    )
 
     @property
     def done(self) -> bool:
@@ -349,8 +362,19 @@ class TaskSpec(_Model):
     complexity: Complexity | None = None
     metadata: dict[str, JSON] = Field(default_factory=dict)
     review: Review | None = None
+    #: Units of named resources the task holds while it runs, e.g. ``{"gpu": 1}``.
+    resources: dict[str, int] = Field(default_factory=dict, max_length=20)
     #: Inside a workflow: this child's name, referenced by siblings' ``depends_on``/``$ref``.
     ref: str | None = Field(None, max_length=100)
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, units in v.items():
+            check_resource_name(name)
+            if units < 1:
+                raise ValueError(f"resource {name!r} needs at least 1 unit, got {units}")
+        return v
 
     @field_validator("run_at", "deadline")
     @classmethod

@@ -28,9 +28,10 @@ from offload.domain.models import (
     TaskFilter,
     TokenInfo,
 )
+from offload.ports.flow import FlowStore
 
 
-class Store(Protocol):
+class Store(FlowStore, Protocol):
     """Durable task storage with lease-based claims."""
 
     url: str

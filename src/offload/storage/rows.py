@@ -38,7 +38,7 @@ TASK_INSERT_COLUMNS: tuple[str, ...] = (
     "ref", "status", "max_retries", "retry", "timeout_s", "run_at", "deadline", "error",
     "result", "cache_hit", "created_at", "updated_at", "queued_at", "started_at", "finished_at",
     "estimated_duration_s", "idempotency_key", "cache_ttl_s", "complexity", "metadata",
-    "review", "sort_key",
+    "review", "limit_key", "resources", "sort_key",
 )  # fmt: skip
 
 
@@ -95,7 +95,8 @@ def task_to_row(t: Task, memo: dict[int, str] | None = None) -> tuple[Any, ...]:
         ts(t.created_at), ts(t.updated_at), ts(t.queued_at), ts(t.started_at),
         ts(t.finished_at), t.estimated_duration_s, t.idempotency_key, t.cache_ttl_s,
         t.complexity.value if t.complexity else None, dumps(t.metadata),
-        t.review.model_dump_json() if t.review else None, 0.0,
+        t.review.model_dump_json() if t.review else None, t.limit_key,
+        dumps(t.resources) if t.resources else None, 0.0,
     )  # fmt: skip
 
 
@@ -178,6 +179,10 @@ def row_to_task(r: dict[str, Any], children: list[str] | None = None) -> Task:
     r["pause_requested"] = bool(r["pause_requested"])
     r["cache_hit"] = bool(r["cache_hit"])
     r["children"] = children or []
+    resources = r.get("resources")
+    r["resources"] = orjson.loads(resources) if resources else {}
+    r.setdefault("limit_key", None)
+    r["waiting_on"] = None
     fromts = datetime.fromtimestamp
     for name in _TIME_FIELDS:
         value = r[name]

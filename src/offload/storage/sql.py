@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -64,6 +65,7 @@ from offload.domain.status import (
     check_transition,
     expand_statuses,
 )
+from offload.storage.flow_sql import FlowSql
 from offload.storage.rows import (
     TASK_INSERT_COLUMNS,
     dt,
@@ -181,7 +183,7 @@ class Dialect:
         return f"(VALUES {', '.join([row] * rows)}) AS c"
 
 
-class SqlStore:
+class SqlStore(FlowSql):
     """The store logic shared by every SQL backend (see :class:`offload.ports.store.Store`).
 
     Each public method runs one transaction through :meth:`_write` or :meth:`_read`, which a
@@ -300,6 +302,7 @@ class SqlStore:
         plain_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         memo: dict[int, str] = {}
+        batch_keys: Counter[str] = Counter()
         for given in tasks:
             t = given
             if t.idempotency_key is not None:
@@ -323,6 +326,14 @@ class SqlStore:
                     continue
             if t.status is Status.QUEUED:
                 t, edge_states[t.id] = self._initial_state(cur, t, batch, now)
+                if t.limit_key is not None and t.status is not Status.CANCELLED:
+                    reason = self._apply_strategy(cur, t, now, batch_keys[t.limit_key])
+                    if reason is not None:
+                        err = ErrorInfo(
+                            type="ConcurrencyLimit", message=reason, retryable=False, at=dt(now)
+                        )
+                        t.status, t.error, t.errors = Status.CANCELLED, err, [err]
+                        t.finished_at, t.queued_at = dt(now), None
             row = task_to_row(t, memo)
             if t.status in (Status.QUEUED, Status.SCHEDULED):
                 ready_at = max(ts_or(t.run_at, now), now)
@@ -338,6 +349,8 @@ class SqlStore:
                 )
             )
             batch[t.id] = t
+            if t.limit_key is not None and t.status is not Status.CANCELLED:
+                batch_keys[t.limit_key] += 1
             out.append(t)
         if plain_rows:
             cur.insert_rows("tasks", TASK_INSERT_COLUMNS, plain_rows)
@@ -583,8 +596,24 @@ class SqlStore:
             "assignment = ?, assigned_agent = ?, cancel_requested = 0 "
         )
         set_args = (lease_id, req.agent_id, expires, now, now, assignment, req.agent_id)
+        limited = self._flow_active(cur)
+        if not limited:
+            # Tasks under limits or needing resources exist only while limits or resources
+            # do; a limit created in another process within FLOW_RECHECK_S waits, never leaks.
+            where += " AND limit_key IS NULL AND resources IS NULL"
         pick = f"SELECT id FROM tasks WHERE {where} ORDER BY sort_key LIMIT ?{self.d.skip_locked}"
-        if len(queues) == 1:
+        if limited:
+            ids = self._claim_limited(cur, where, base_args, queues, req.max, now)
+            if not ids:
+                return []
+            rows = cur.execute(
+                f"{set_sql}WHERE id IN ({', '.join('?' * len(ids))}){self.d.claim_recheck} "
+                "RETURNING *",
+                (*set_args, *ids),
+            ).fetchall()
+            order = {i: n for n, i in enumerate(ids)}
+            rows.sort(key=lambda r: order[r["id"]])
+        elif len(queues) == 1:
             # The usual case: pick and lease in one statement (one round trip on PostgreSQL).
             rows = cur.execute(
                 f"WITH c AS ({pick}) {set_sql}WHERE id IN (SELECT id FROM c)"
@@ -1126,6 +1155,15 @@ class SqlStore:
             if self._cancel_now(cur, child, now, actor, f"workflow {row['id']} was cancelled"):
                 self._after_terminal(cur, child["id"], now)
         return True
+
+    def _cancel_for_limit(self, cur: Cursor, task_id: str, status: str, now: float) -> None:
+        row = self._fetch(cur, task_id, lock=True)
+        if row is not None and self._cancel_now(
+            cur, row, now, "system",
+            "cancelled in favour of a newer task (concurrency strategy cancel_in_progress)",
+            error_type="ConcurrencyLimit",
+        ):  # fmt: skip
+            self._after_terminal(cur, task_id, now)
 
     def _maybe_finish_parent(self, cur: Cursor, parent_id: str, now: float) -> str | None:
         """Complete or fail a workflow parent once every child is terminal."""

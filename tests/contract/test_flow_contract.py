@@ -1,0 +1,170 @@
+"""Flow control on both backends: concurrency and rate limits, resources, strategies."""
+
+from __future__ import annotations
+
+import pytest
+
+from offload.domain.errors import Conflict, InvalidInput, NotFound, UnknownTaskType
+from offload.domain.flow import ConcurrencyStrategy, LimitSpec, WaitingOn
+from offload.domain.models import TaskSpec
+from offload.domain.status import Status
+
+from .conftest import Harness
+from .test_store_contract import claim, complete, fail, spec
+
+
+def limit(h: Harness, task_type: str = "t.echo", **kw: object) -> None:
+    h(h.service.set_limit(task_type, LimitSpec.model_validate(kw)))
+
+
+def submit(h: Harness, n: int, task_type: str = "t.echo", **kw: object) -> list[str]:
+    specs = [spec(task_type, **kw) for _ in range(n)]
+    return [t.id for t in h(h.service.submit_many(specs))]
+
+
+def test_no_limits_means_the_fast_path_and_no_limit_key(svc: Harness) -> None:
+    ids = submit(svc, 3)
+    assert svc(svc.service.get(ids[0])).limit_key is None
+    assert len(claim(svc, 10)) == 3
+
+
+def test_concurrency_limit_per_type(svc: Harness) -> None:
+    limit(svc, concurrency=2)
+    ids = submit(svc, 5)
+    first = claim(svc, 10)
+    assert len(first) == 2
+    assert claim(svc, 10) == []
+    waiting = svc(svc.service.get(ids[4]))
+    assert waiting.status is Status.QUEUED and waiting.waiting_on is WaitingOn.CONCURRENCY
+    complete(svc, first[0])
+    assert len(claim(svc, 10)) == 1
+    # A failure frees the slot too (the retry waits its backoff, another task goes).
+    fail(svc, first[1], retryable=False)
+    assert len(claim(svc, 10)) == 1
+
+
+def test_concurrency_key_splits_the_type(svc: Harness) -> None:
+    limit(svc, "t.num", concurrency=1, concurrency_key="input.n")
+    a = [t.id for t in svc(svc.service.submit_many([spec(input={"n": 1}) for _ in range(3)]))]
+    b = svc(svc.service.submit(spec(input={"n": 2})))
+    # Key 1's backlog sits ahead in the queue, yet key 2 is not starved by it.
+    got = claim(svc, 10)
+    assert sorted(t.id for t in got) == sorted([a[0], b.id])
+    assert svc(svc.service.get(a[1])).limit_key != b.limit_key
+
+
+def test_limits_do_not_block_other_types(svc: Harness) -> None:
+    limit(svc, concurrency=1)
+    submit(svc, 3)
+    submit(svc, 2, "t.num")
+    got = claim(svc, 10)
+    assert sorted(t.type for t in got) == ["t.echo", "t.num", "t.num"]
+
+
+def test_rate_limit_admits_the_budget_then_refills(svc: Harness) -> None:
+    limit(svc, rate_limit="2/s")
+    submit(svc, 6)
+    assert len(claim(svc, 10)) == 2
+    assert claim(svc, 10) == []
+    assert svc.service.store.flow_wake_at is not None
+    svc.clock.advance(0.5)
+    assert len(claim(svc, 10)) == 1
+    svc.clock.advance(10)
+    # The bucket holds at most one period's worth: no burst beyond the rate.
+    assert len(claim(svc, 10)) == 2
+
+
+def test_rate_limit_waiting_reason(svc: Harness) -> None:
+    limit(svc, rate_limit="1/m")
+    ids = submit(svc, 2)
+    assert len(claim(svc, 5)) == 1
+    rest = ids[1] if svc(svc.service.get(ids[1])).status is Status.QUEUED else ids[0]
+    assert svc(svc.service.get(rest)).waiting_on is WaitingOn.RATE_LIMIT
+
+
+def test_resources_serialize_and_units_return_on_every_outcome(svc: Harness) -> None:
+    svc(svc.service.set_resource("gpu", 1))
+    ids = submit(svc, 3, resources={"gpu": 1})
+    first = claim(svc, 10)
+    assert len(first) == 1
+    assert claim(svc, 10) == []
+    assert svc(svc.service.get(ids[1])).waiting_on is WaitingOn.RESOURCE
+    (gpu,) = svc(svc.service.list_resources())
+    assert (gpu.capacity, gpu.in_use, gpu.waiting) == (1, 1, 2)
+    complete(svc, first[0])
+    second = claim(svc, 10)
+    assert len(second) == 1
+    # Lease expiry (a dead holder) gives the unit back as well.
+    svc.clock.advance(60)
+    svc(svc.service.maintain())
+    assert len(claim(svc, 10)) == 1
+
+
+def test_resources_with_several_units_and_capacity_changes(svc: Harness) -> None:
+    svc(svc.service.set_resource("browser", 4))
+    submit(svc, 3, resources={"browser": 2})
+    submit(svc, 2)  # needs nothing: never held back
+    got = claim(svc, 10)
+    assert sum(1 for t in got if t.resources) == 2 and len(got) == 4
+    svc(svc.service.set_resource("browser", 6))
+    assert len(claim(svc, 10)) == 1
+
+
+def test_unknown_resource_is_refused_at_submit(svc: Harness) -> None:
+    with pytest.raises(InvalidInput, match="unknown resource 'tpu'"):
+        svc(svc.service.submit(spec("t.echo", resources={"tpu": 1})))
+    with pytest.raises(ValueError, match="at least 1 unit"):
+        TaskSpec(type="t.echo", resources={"gpu": 0})
+
+
+def test_resource_in_use_cannot_be_deleted(svc: Harness) -> None:
+    svc(svc.service.set_resource("gpu", 1))
+    submit(svc, 1, resources={"gpu": 1})
+    with pytest.raises(Conflict, match="need resource 'gpu'"):
+        svc(svc.service.delete_resource("gpu"))
+    with pytest.raises(NotFound):
+        svc(svc.service.delete_resource("nope"))
+
+
+def test_cancel_newest_strategy(svc: Harness) -> None:
+    limit(svc, concurrency=2, strategy=ConcurrencyStrategy.CANCEL_NEWEST)
+    ids = submit(svc, 3)
+    third = svc(svc.service.get(ids[2]))
+    assert third.status is Status.CANCELLED
+    assert third.error is not None and third.error.type == "ConcurrencyLimit"
+    assert svc(svc.service.get(ids[0])).status is Status.QUEUED
+
+
+def test_cancel_in_progress_strategy(svc: Harness) -> None:
+    limit(svc, concurrency=1, strategy=ConcurrencyStrategy.CANCEL_IN_PROGRESS)
+    (old,) = submit(svc, 1)
+    (running,) = claim(svc, 1)
+    assert running.id == old
+    (new,) = submit(svc, 1)
+    # The running one is asked to stop; the new one runs once the slot frees.
+    assert svc(svc.service.get(old)).cancel_requested
+    assert svc(svc.service.get(new)).status is Status.QUEUED
+    (queued_old,) = submit(svc, 1)
+    assert svc(svc.service.get(new)).status is Status.CANCELLED
+    assert svc(svc.service.get(queued_old)).status is Status.QUEUED
+
+
+def test_limit_validation_and_removal(svc: Harness) -> None:
+    with pytest.raises(InvalidInput, match="COUNT/PERIOD"):
+        LimitSpec(rate_limit="fast")
+    with pytest.raises(InvalidInput, match="dot path"):
+        LimitSpec(concurrency=1, concurrency_key="user_id")
+    with pytest.raises(InvalidInput, match="concurrency and/or a rate_limit"):
+        svc(svc.service.set_limit("t.echo", LimitSpec()))
+    with pytest.raises(UnknownTaskType):
+        svc(svc.service.set_limit("t.nope", LimitSpec(concurrency=1)))
+    limit(svc, concurrency=1, rate_limit="100/m")
+    (lim,) = svc(svc.service.list_limits())
+    assert (lim.type, lim.concurrency, lim.rate_limit) == ("t.echo", 1, "100/m")
+    ids = submit(svc, 3)
+    assert len(claim(svc, 10)) == 1
+    svc(svc.service.delete_limit("t.echo"))
+    assert svc(svc.service.get(ids[2])).limit_key is None
+    assert len(claim(svc, 10)) == 2
+    with pytest.raises(NotFound):
+        svc(svc.service.delete_limit("t.echo"))
