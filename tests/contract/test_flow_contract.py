@@ -63,15 +63,18 @@ def test_limits_do_not_block_other_types(svc: Harness) -> None:
 
 def test_rate_limit_admits_the_budget_then_refills(svc: Harness) -> None:
     limit(svc, rate_limit="2/s")
-    submit(svc, 6)
-    assert len(claim(svc, 10)) == 2
+    submit(svc, 8)
+    # A cold key starts with one token: the rate, not a burst on top of it.
+    assert len(claim(svc, 10)) == 1
     assert claim(svc, 10) == []
-    assert svc.service.store.flow_wake_at is not None
+    wake = svc.service.store.flow_wake_at
+    assert wake is not None and wake == pytest.approx(svc.clock.now() + 0.5)
     svc.clock.advance(0.5)
     assert len(claim(svc, 10)) == 1
     svc.clock.advance(10)
-    # The bucket holds at most one period's worth: no burst beyond the rate.
+    # After a pause the bucket holds one second's worth, no more.
     assert len(claim(svc, 10)) == 2
+    assert claim(svc, 10) == []
 
 
 def test_rate_limit_waiting_reason(svc: Harness) -> None:

@@ -20,6 +20,13 @@ _HINTS: dict[str, str] = {
 }
 
 
+#: Where to look for what was not found, by kind (tasks: the default hint).
+_NOT_FOUND_HINTS: dict[str, str] = {
+    "resource": "run `offload resource list` to see resources",
+    "limit": "run `offload limit list` to see limited task types",
+}
+
+
 class CliError(Exception):
     """An error the CLI itself detects (bad option value, missing file, failed task…)."""
 
@@ -75,6 +82,8 @@ def describe(exc: BaseException) -> tuple[dict[str, Any], str | None, int] | Non
         body = exc.to_dict()
         body["message"] = _one_line(exc.message)
         hint = exc.details.get("hint") if isinstance(exc.details.get("hint"), str) else None
+        if hint is None and exc.code == "not_found":
+            hint = _NOT_FOUND_HINTS.get(str(exc.details.get("kind")))
         return body, hint or _HINTS.get(exc.code), EXIT_ERROR
     if isinstance(exc, ValidationError):
         body = {

@@ -139,6 +139,10 @@ def create(
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="Create at most once per key.")
     ] = None,
+    resources: Annotated[
+        list[str] | None,
+        typer.Option("--resource", help="Units held while running: gpu=1 (repeatable)."),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", "-w", help="Wait for the result and print it.")
     ] = False,
@@ -183,6 +187,8 @@ def create(
         options["capabilities"] = split_list(capabilities)
     if idempotency_key is not None:
         options["idempotency_key"] = idempotency_key
+    if resources:
+        options["resources"] = _parse_resources(resources)
     _check_options(task_type, options)
 
     with open_client(database_url) as client:
@@ -209,6 +215,7 @@ def _detail_table(task: Task) -> Table:
         ("type", task.type),
         ("title", task.title),
         ("status", status_text(task.status.value)),
+        ("waiting on", task.waiting_on.value.replace("_", " ") if task.waiting_on else None),
         ("priority", str(task.priority)),
         ("queue", task.queue),
         ("attempt", f"{task.attempt} (max retries {task.max_retries})"),
@@ -218,6 +225,7 @@ def _detail_table(task: Task) -> Table:
         ),
         ("tags", ", ".join(task.tags) or None),
         ("capabilities", ", ".join(task.capabilities) or None),
+        ("resources", ", ".join(f"{k}={v}" for k, v in task.resources.items()) or None),
         ("agent", task.assignment.agent_id if task.assignment else None),
         ("depends on", ", ".join(f"{d.task_id} ({d.on.value})" for d in task.depends_on) or None),
         ("parent", task.parent_id),
@@ -543,3 +551,17 @@ def logs(
             str(ev.seq), f"{ev.at:%H:%M:%S.%f}"[:-3], ev.kind, ev.actor or "", _event_line(ev)
         )
     stdout().print(tbl)
+
+
+def _parse_resources(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in split_list(items):
+        name, sep, units = item.partition("=")
+        if not sep:
+            units = "1"
+        if not name or not units.strip().isdigit():
+            raise typer.BadParameter(
+                f"{item!r} is not NAME=UNITS, e.g. gpu=1", param_hint="--resource"
+            )
+        out[name.strip()] = int(units)
+    return out

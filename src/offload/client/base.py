@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
+from offload.domain.flow import Limit, LimitSpec, Resource
 from offload.domain.models import (
     Ack,
     Agent,
@@ -103,6 +104,30 @@ class AsyncClient(Protocol):
 
     async def stats(self) -> Stats:
         """Counts by status and per-type figures."""
+        ...
+
+    async def set_limit(self, task_type: str, spec: LimitSpec) -> Limit:
+        """Set a task type's concurrency/rate limits (admin)."""
+        ...
+
+    async def delete_limit(self, task_type: str) -> None:
+        """Remove a task type's limits (admin)."""
+        ...
+
+    async def list_limits(self) -> builtins.list[Limit]:
+        """Every task type's limits."""
+        ...
+
+    async def set_resource(self, name: str, capacity: int) -> Resource:
+        """Create a named resource or set its capacity (admin)."""
+        ...
+
+    async def delete_resource(self, name: str) -> None:
+        """Remove a resource (admin; refused while unfinished tasks need it)."""
+        ...
+
+    async def list_resources(self) -> builtins.list[Resource]:
+        """Every resource with units in use and tasks waiting."""
         ...
 
     async def task_types(self) -> builtins.list[TaskTypeInfo]:
@@ -264,6 +289,30 @@ class Client:
     def stats(self) -> Stats:
         """Queue statistics."""
         return self._run(self.aio.stats())
+
+    def set_limit(self, task_type: str, spec: LimitSpec | None = None, **limits: Any) -> Limit:
+        """Set a type's limits: ``set_limit("api.call", concurrency=2, rate_limit="10/s")``."""
+        return self._run(self.aio.set_limit(task_type, spec or LimitSpec.model_validate(limits)))
+
+    def delete_limit(self, task_type: str) -> None:
+        """Remove a type's limits."""
+        self._run(self.aio.delete_limit(task_type))
+
+    def list_limits(self) -> builtins.list[Limit]:
+        """Every type's limits."""
+        return self._run(self.aio.list_limits())
+
+    def set_resource(self, name: str, capacity: int) -> Resource:
+        """Create a resource or set its capacity."""
+        return self._run(self.aio.set_resource(name, capacity))
+
+    def delete_resource(self, name: str) -> None:
+        """Remove a resource."""
+        self._run(self.aio.delete_resource(name))
+
+    def list_resources(self) -> builtins.list[Resource]:
+        """Every resource with its usage."""
+        return self._run(self.aio.list_resources())
 
     def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The task-type catalogue."""

@@ -37,6 +37,7 @@ from offload.domain.errors import (
     UnknownTaskType,
     WaitTimeout,
 )
+from offload.domain.flow import Limit, LimitSpec, Resource, ResourceSpec
 from offload.domain.models import (
     Ack,
     Agent,
@@ -103,6 +104,14 @@ class _Acks(BaseModel):
 
 class _Leases(BaseModel):
     leases: list[LeaseState]
+
+
+class _Limits(BaseModel):
+    limits: list[Limit]
+
+
+class _Resources(BaseModel):
+    resources: list[Resource]
 
 
 class _TaskTypes(BaseModel):
@@ -336,6 +345,35 @@ class HttpClient:
     async def stats(self) -> Stats:
         """Queue statistics."""
         return await self._get("/v1/stats", Stats)
+
+    async def set_limit(self, task_type: str, spec: LimitSpec) -> Limit:
+        """Set a type's limits."""
+        response = await self._call(
+            "PUT", f"/v1/limits/{_q(task_type)}", body=spec.model_dump_json().encode()
+        )
+        return Limit.model_validate_json(response.content)
+
+    async def delete_limit(self, task_type: str) -> None:
+        """Remove a type's limits."""
+        await self._call("DELETE", f"/v1/limits/{_q(task_type)}")
+
+    async def list_limits(self) -> builtins.list[Limit]:
+        """Every type's limits."""
+        return (await self._get("/v1/limits", _Limits)).limits
+
+    async def set_resource(self, name: str, capacity: int) -> Resource:
+        """Create a resource or set its capacity."""
+        body = ResourceSpec(capacity=capacity).model_dump_json().encode()
+        response = await self._call("PUT", f"/v1/resources/{_q(name)}", body=body)
+        return Resource.model_validate_json(response.content)
+
+    async def delete_resource(self, name: str) -> None:
+        """Remove a resource."""
+        await self._call("DELETE", f"/v1/resources/{_q(name)}")
+
+    async def list_resources(self) -> builtins.list[Resource]:
+        """Every resource with its usage."""
+        return (await self._get("/v1/resources", _Resources)).resources
 
     async def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The task-type catalogue."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from offload.core.service import QueueService
+from offload.domain.flow import Limit, LimitSpec, Resource
 from offload.domain.models import (
     Ack,
     Agent,
@@ -96,6 +97,30 @@ class LocalClient:
     async def retry_many(self, flt: TaskFilter) -> builtins.list[Task]:
         """Retry matching dead-letter tasks."""
         return await self.service.retry_many(flt, owner=self.owner, actor=self.owner)
+
+    async def set_limit(self, task_type: str, spec: LimitSpec) -> Limit:
+        """Set a type's limits."""
+        return await self.service.set_limit(task_type, spec)
+
+    async def delete_limit(self, task_type: str) -> None:
+        """Remove a type's limits."""
+        await self.service.delete_limit(task_type)
+
+    async def list_limits(self) -> builtins.list[Limit]:
+        """Every type's limits."""
+        return await self.service.list_limits()
+
+    async def set_resource(self, name: str, capacity: int) -> Resource:
+        """Create a resource or set its capacity."""
+        return await self.service.set_resource(name, capacity)
+
+    async def delete_resource(self, name: str) -> None:
+        """Remove a resource."""
+        await self.service.delete_resource(name)
+
+    async def list_resources(self) -> builtins.list[Resource]:
+        """Every resource with its usage."""
+        return await self.service.list_resources()
 
     async def stats(self) -> Stats:
         """Statistics."""

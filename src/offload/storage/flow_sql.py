@@ -58,8 +58,14 @@ def _limit(r: dict[str, Any]) -> Limit:
     )
 
 
+def burst(count: int, period_s: float) -> float:
+    """A key's bucket holds at most one second's worth of starts (at least one): "10/s"
+    may start 10 at once after a pause, "100/m" spreads its starts 0.6 s apart."""
+    return max(1.0, count * min(1.0, 1.0 / period_s))
+
+
 def _refill(tokens: float, updated_at: float, count: int, period_s: float, now: float) -> float:
-    return min(float(count), tokens + max(0.0, now - updated_at) * count / period_s)
+    return min(burst(count, period_s), tokens + max(0.0, now - updated_at) * count / period_s)
 
 
 class FlowSql:
@@ -267,7 +273,9 @@ class FlowSql:
             lim = limit_of(key)
             if lim is None or lim["rate_count"] is None:
                 return float("inf")
-            return buckets.get(key, float(lim["rate_count"]))
+            # A key seen for the first time starts with one token, not a full bucket, so a
+            # cold start admits the rate, not a burst on top of it.
+            return buckets.get(key, 1.0)
 
         blocked_keys = sorted(
             {k for k in running if conc_full(k)} | {k for k, t in buckets.items() if t < 1.0}
