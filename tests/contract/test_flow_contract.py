@@ -171,3 +171,42 @@ def test_limit_validation_and_removal(svc: Harness) -> None:
     assert len(claim(svc, 10)) == 2
     with pytest.raises(NotFound):
         svc(svc.service.delete_limit("t.echo"))
+
+
+def _owned(h: Harness, owner: str, n: int, **kw: object) -> list[str]:
+    return [t.id for t in h(h.service.submit_many([spec("t.echo", **kw) for _ in range(n)], owner))]
+
+
+def test_fairness_owner_alternates_across_tenants(svc: Harness) -> None:
+    from offload.domain.flow import QueueSettingsSpec
+
+    svc(svc.service.set_queue_settings("default", QueueSettingsSpec(fairness="owner")))
+    _owned(svc, "tenant-a", 200)
+    b = _owned(svc, "tenant-b", 5)
+    _owned(svc, "tenant-c", 2)
+    first = claim(svc, 6)
+    owners = [t.owner for t in first]
+    # One turn each, in order of their oldest task, then again.
+    assert owners[:3] == ["tenant-a", "tenant-b", "tenant-c"]
+    assert owners.count("tenant-b") == 2
+    got_b = {t.id for t in first} & set(b)
+    for _ in range(3):
+        got_b |= {t.id for t in claim(svc, 6)} & set(b)
+    assert got_b == set(b), "B's five ran within four claims despite A's 200"
+    (queue,) = svc(svc.service.list_queue_settings())
+    assert queue.fairness.value == "owner"
+
+
+def test_fairness_keeps_priority_first(svc: Harness) -> None:
+    from offload.domain.flow import QueueSettingsSpec
+
+    svc(svc.service.set_queue_settings("default", QueueSettingsSpec(fairness="owner")))
+    _owned(svc, "tenant-a", 5, priority=9)
+    _owned(svc, "tenant-b", 5, priority=2)
+    assert {t.owner for t in claim(svc, 5)} == {"tenant-a"}
+
+
+def test_without_fairness_a_flood_goes_first(svc: Harness) -> None:
+    _owned(svc, "tenant-a", 50)
+    _owned(svc, "tenant-b", 5)
+    assert {t.owner for t in claim(svc, 20)} == {"tenant-a"}

@@ -10,13 +10,29 @@ from starlette.responses import Response
 
 from offload.api.deps import CallerDep, ContextDep, audit_details
 from offload.api.errors import COMMON, responses
-from offload.domain.flow import Limit, LimitSpec, Resource, ResourceSpec
+from offload.domain.flow import (
+    Limit,
+    LimitSpec,
+    QueueSettings,
+    QueueSettingsSpec,
+    Resource,
+    ResourceSpec,
+)
 from offload.domain.models import Role
 
 router = APIRouter(responses=responses(*COMMON), tags=["flow control"])
 
 TypeName = Annotated[str, Path(min_length=1, max_length=200)]
 ResourceName = Annotated[str, Path(min_length=1, max_length=100)]
+
+
+QueueName = Annotated[str, Path(min_length=1, max_length=100)]
+
+
+class QueueSettingsList(BaseModel):
+    """Every queue with options set."""
+
+    queues: list[QueueSettings]
 
 
 class LimitList(BaseModel):
@@ -110,3 +126,26 @@ async def delete_resource(
     await ctx.service.delete_resource(name)
     audit_details(request, resource=name)
     return Response(status_code=204)
+
+
+@router.get("/v1/queues", response_model=QueueSettingsList, summary="List queue options")
+async def list_queues(caller: CallerDep, ctx: ContextDep) -> QueueSettingsList:
+    """Queues with options set (``fairness``)."""
+    return QueueSettingsList(queues=await ctx.service.list_queue_settings())
+
+
+@router.put(
+    "/v1/queues/{queue}",
+    response_model=QueueSettings,
+    responses=responses(422),
+    summary="Set a queue's options",
+)
+async def set_queue(
+    queue: QueueName, body: QueueSettingsSpec, caller: CallerDep, ctx: ContextDep, request: Request
+) -> QueueSettings:
+    """``fairness: owner``: among equal priority, claims alternate across owners, so one
+    tenant's flood cannot starve another's tasks. Admin."""
+    caller.require(Role.ADMIN)
+    out = await ctx.service.set_queue_settings(queue, body)
+    audit_details(request, queue=queue, fairness=body.fairness.value)
+    return out

@@ -148,3 +148,41 @@ def _describe(lim: object) -> str:
     if lim.rate_limit is not None:
         parts.append(f"at most {lim.rate_limit}")
     return ", ".join(parts)
+
+
+def add_queue_commands(queue_app: typer.Typer) -> None:
+    """Register ``offload queue set|list`` on the ``queue`` command group."""
+
+    @queue_app.command("set")
+    def queue_set(
+        queue: Annotated[str, typer.Argument(help="Queue name.")],
+        *,
+        fairness: Annotated[
+            str,
+            typer.Option(help="owner: alternate across owners at equal priority; none: FIFO."),
+        ] = "owner",
+        json_out: JsonOut = False,
+        database_url: DatabaseUrl = None,
+    ) -> None:
+        """Set a queue's options."""
+        with open_client(database_url) as client:
+            out = client.set_queue_settings(queue, fairness=fairness)
+        if json_out:
+            print_json(dump(out))
+            return
+        stdout().print(f"queue [bold]{out.queue}[/]: fairness {out.fairness.value}")
+
+    @queue_app.command("list")
+    def queue_list(json_out: JsonOut = False, database_url: DatabaseUrl = None) -> None:
+        """Queues with options set."""
+        with open_client(database_url) as client:
+            queues = client.list_queue_settings()
+        if json_out:
+            print_json([dump(q) for q in queues])
+            return
+        tbl = table(caption=f"{len(queues)} queues with options")
+        tbl.add_column("queue", no_wrap=True)
+        tbl.add_column("fairness", no_wrap=True)
+        for q in queues:
+            tbl.add_row(q.queue, q.fairness.value)
+        stdout().print(tbl)

@@ -13,7 +13,13 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
-from offload.domain.flow import Limit, LimitSpec, Resource
+from offload.domain.flow import (
+    Limit,
+    LimitSpec,
+    QueueSettings,
+    QueueSettingsSpec,
+    Resource,
+)
 from offload.domain.models import (
     Ack,
     Agent,
@@ -128,6 +134,14 @@ class AsyncClient(Protocol):
 
     async def list_resources(self) -> builtins.list[Resource]:
         """Every resource with units in use and tasks waiting."""
+        ...
+
+    async def set_queue_settings(self, queue: str, spec: QueueSettingsSpec) -> QueueSettings:
+        """Set a queue's options, e.g. ``fairness: owner`` (admin)."""
+        ...
+
+    async def list_queue_settings(self) -> builtins.list[QueueSettings]:
+        """Every queue with options set."""
         ...
 
     async def task_types(self) -> builtins.list[TaskTypeInfo]:
@@ -313,6 +327,15 @@ class Client:
     def list_resources(self) -> builtins.list[Resource]:
         """Every resource with its usage."""
         return self._run(self.aio.list_resources())
+
+    def set_queue_settings(self, queue: str, **settings: Any) -> QueueSettings:
+        """Set a queue's options: ``set_queue_settings("default", fairness="owner")``."""
+        spec = QueueSettingsSpec.model_validate(settings)
+        return self._run(self.aio.set_queue_settings(queue, spec))
+
+    def list_queue_settings(self) -> builtins.list[QueueSettings]:
+        """Every queue with options set."""
+        return self._run(self.aio.list_queue_settings())
 
     def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The task-type catalogue."""

@@ -37,7 +37,14 @@ from offload.domain.errors import (
     UnknownTaskType,
     WaitTimeout,
 )
-from offload.domain.flow import Limit, LimitSpec, Resource, ResourceSpec
+from offload.domain.flow import (
+    Limit,
+    LimitSpec,
+    QueueSettings,
+    QueueSettingsSpec,
+    Resource,
+    ResourceSpec,
+)
 from offload.domain.models import (
     Ack,
     Agent,
@@ -108,6 +115,10 @@ class _Leases(BaseModel):
 
 class _Limits(BaseModel):
     limits: list[Limit]
+
+
+class _Queues(BaseModel):
+    queues: list[QueueSettings]
 
 
 class _Resources(BaseModel):
@@ -374,6 +385,17 @@ class HttpClient:
     async def list_resources(self) -> builtins.list[Resource]:
         """Every resource with its usage."""
         return (await self._get("/v1/resources", _Resources)).resources
+
+    async def set_queue_settings(self, queue: str, spec: QueueSettingsSpec) -> QueueSettings:
+        """Set a queue's options."""
+        response = await self._call(
+            "PUT", f"/v1/queues/{_q(queue)}", body=spec.model_dump_json().encode()
+        )
+        return QueueSettings.model_validate_json(response.content)
+
+    async def list_queue_settings(self) -> builtins.list[QueueSettings]:
+        """Every queue with options set."""
+        return (await self._get("/v1/queues", _Queues)).queues
 
     async def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The task-type catalogue."""

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from offload.core.service import QueueService
-from offload.domain.flow import Limit, LimitSpec, Resource
+from offload.domain.flow import (
+    Limit,
+    LimitSpec,
+    QueueSettings,
+    QueueSettingsSpec,
+    Resource,
+)
 from offload.domain.models import (
     Ack,
     Agent,
@@ -121,6 +127,14 @@ class LocalClient:
     async def list_resources(self) -> builtins.list[Resource]:
         """Every resource with its usage."""
         return await self.service.list_resources()
+
+    async def set_queue_settings(self, queue: str, spec: QueueSettingsSpec) -> QueueSettings:
+        """Set a queue's options."""
+        return await self.service.set_queue_settings(queue, spec)
+
+    async def list_queue_settings(self) -> builtins.list[QueueSettings]:
+        """Every queue with options set."""
+        return await self.service.list_queue_settings()
 
     async def stats(self) -> Stats:
         """Statistics."""

@@ -24,7 +24,15 @@ from offload.domain.errors import (
     TooLarge,
     WaitTimeout,
 )
-from offload.domain.flow import Limit, LimitSpec, Resource, WaitingOn, limit_key
+from offload.domain.flow import (
+    Limit,
+    LimitSpec,
+    QueueSettings,
+    QueueSettingsSpec,
+    Resource,
+    WaitingOn,
+    limit_key,
+)
 from offload.domain.ids import new_id
 from offload.domain.models import (
     MAX_BULK,
@@ -501,6 +509,14 @@ class QueueService:
     async def list_resources(self) -> builtins.list[Resource]:
         """Every resource with units in use and tasks waiting."""
         return await self.store.list_resources()
+
+    async def set_queue_settings(self, queue: str, spec: QueueSettingsSpec) -> QueueSettings:
+        """Set a queue's options (``fairness: owner``)."""
+        return await self.store.set_queue_settings(queue, spec, self.clock.now())
+
+    async def list_queue_settings(self) -> builtins.list[QueueSettings]:
+        """Every queue with options set."""
+        return await self.store.list_queue_settings()
 
     async def sync_declared_limits(self) -> int:
         """Store the limits declared with ``@offload.task(concurrency=…, rate_limit=…)``."""

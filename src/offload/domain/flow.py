@@ -172,6 +172,30 @@ def key_label(key: str) -> str:
     return f"{task_type}[{value}]" if value else task_type
 
 
+class Fairness(StrEnum):
+    """How a queue orders tasks of equal priority."""
+
+    #: Queue order (priority with aging, then age).
+    NONE = "none"
+    #: Alternate across owners, so one tenant's flood cannot starve the others.
+    OWNER = "owner"
+
+
+class QueueSettingsSpec(BaseModel):
+    """Options of one queue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fairness: Fairness = Fairness.NONE
+
+
+class QueueSettings(QueueSettingsSpec):
+    """A queue's stored options."""
+
+    queue: str
+    updated_at: datetime
+
+
 class WaitingOn(StrEnum):
     """Why a task that is not running is not running (shown on the task view)."""
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from offload.domain.flow import Limit, LimitSpec, Resource, WaitingOn
+from offload.domain.flow import (
+    Limit,
+    LimitSpec,
+    QueueSettings,
+    QueueSettingsSpec,
+    Resource,
+    WaitingOn,
+)
 
 
 class FlowStore(Protocol):
@@ -43,6 +50,16 @@ class FlowStore(Protocol):
 
     async def limit_wait(self, task_id: str, now: float) -> WaitingOn | None:
         """For a queued task: the limit or resource that holds it back right now, if any."""
+        ...
+
+    async def set_queue_settings(
+        self, queue: str, spec: QueueSettingsSpec, now: float
+    ) -> QueueSettings:
+        """Create or replace a queue's options."""
+        ...
+
+    async def list_queue_settings(self) -> list[QueueSettings]:
+        """Every queue with options set."""
         ...
 
     async def flow_stats(self) -> dict[str, Any]:

@@ -26,8 +26,11 @@ from offload.domain.errors import Conflict, NotFound
 from offload.domain.flow import (
     KEY_SEPARATOR,
     ConcurrencyStrategy,
+    Fairness,
     Limit,
     LimitSpec,
+    QueueSettings,
+    QueueSettingsSpec,
     Resource,
     WaitingOn,
     check_resource_name,
@@ -42,6 +45,8 @@ R = TypeVar("R")
 _LIVE = "('assigned', 'running')"
 #: How long a process trusts "no limits and no resources exist" before asking again.
 FLOW_RECHECK_S = 1.0
+#: Owners a fair claim considers at once (the scan rotates through the rest).
+FAIR_OWNERS = 64
 
 
 def _limit(r: dict[str, Any]) -> Limit:
@@ -76,6 +81,8 @@ class FlowSql:
     _flow_off_until: float = 0.0
     #: When a rate-limited key gets its next token (epoch seconds); workers sleep until then.
     flow_wake_at: float | None = None
+    #: Per fair queue: the owner the next claim's owner scan starts after.
+    _fair_cursor: dict[str, str]
 
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
         raise NotImplementedError
@@ -132,6 +139,41 @@ class FlowSql:
 
         def q(cur: Any) -> list[Limit]:
             return [_limit(r) for r in cur.execute("SELECT * FROM task_limits ORDER BY type")]
+
+        return await self._run(self._read, q)
+
+    # ------------------------------------------------------------------ queues
+    async def set_queue_settings(
+        self, queue: str, spec: QueueSettingsSpec, now: float
+    ) -> QueueSettings:
+        """Create or replace a queue's options."""
+
+        def w(cur: Any) -> QueueSettings:
+            cur.execute(
+                "INSERT INTO queue_settings (queue, fairness, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (queue) DO UPDATE SET fairness = excluded.fairness, "
+                "updated_at = excluded.updated_at",
+                (queue, spec.fairness.value, now),
+            )
+            return QueueSettings(
+                queue=queue, fairness=spec.fairness, updated_at=datetime.fromtimestamp(now, UTC)
+            )
+
+        self._flow_off_until = 0.0
+        return await self._run(self._write, w)
+
+    async def list_queue_settings(self) -> list[QueueSettings]:
+        """Every queue with options set."""
+
+        def q(cur: Any) -> list[QueueSettings]:
+            return [
+                QueueSettings(
+                    queue=r["queue"],
+                    fairness=Fairness(r["fairness"]),
+                    updated_at=datetime.fromtimestamp(r["updated_at"], UTC),
+                )
+                for r in cur.execute("SELECT * FROM queue_settings ORDER BY queue")
+            ]
 
         return await self._run(self._read, q)
 
@@ -219,7 +261,8 @@ class FlowSql:
             return False
         active = bool(
             cur.execute(
-                "SELECT (SELECT count(*) FROM task_limits) + (SELECT count(*) FROM resources) AS n"
+                "SELECT (SELECT count(*) FROM task_limits) + (SELECT count(*) FROM resources) "
+                "+ (SELECT count(*) FROM queue_settings WHERE fairness = 'owner') AS n"
             ).scalar()
         )
         if not active:
@@ -291,15 +334,24 @@ class FlowSql:
             extra += f" AND (resources IS NULL OR {self.d.json_text('resources', name)} IS NULL)"
         # Over-pick: some candidates may still not fit (units short, a key filling up).
         cap = want * 2 + 16
-        candidates: list[tuple[float, str, str | None, str | None]] = []
+        fair = {
+            r["queue"]
+            for r in cur.execute("SELECT queue FROM queue_settings WHERE fairness = 'owner'")
+        }
+        candidates: list[tuple[Any, ...]] = []
         for queue in queues:
+            if queue in fair:
+                candidates += self._fair_pick(cur, queue, f"{where}{extra}", args, cap)
+                continue
             rows = cur.execute(
                 f"SELECT id, sort_key, limit_key, resources FROM tasks WHERE {where}{extra} "
                 f"ORDER BY sort_key LIMIT ?{self.d.skip_locked}",
                 (queue, *args, cap),
             ).fetchall()
-            candidates += [(r["sort_key"], r["id"], r["limit_key"], r["resources"]) for r in rows]
-        candidates.sort()
+            candidates += [
+                ((0, 0, r["sort_key"]), r["id"], r["limit_key"], r["resources"]) for r in rows
+            ]
+        candidates.sort(key=lambda c: c[0])
         chosen: list[str] = []
         spent: Counter[str] = Counter()
         for _, task_id, key, res in candidates:
@@ -334,6 +386,58 @@ class FlowSql:
                 wake = at if wake is None else min(wake, at)
         self.flow_wake_at = wake
         return chosen
+
+    def _fair_pick(
+        self, cur: Any, queue: str, where: str, args: list[Any], cap: int
+    ) -> list[tuple[Any, ...]]:
+        """Candidates of a ``fairness: owner`` queue, alternating across owners.
+
+        Owners with queued work are found by a skip scan of the (queue, owner, sort_key)
+        index — one short query per owner, up to FAIR_OWNERS per claim, the starting point
+        rotating so every owner gets its turn — then each owner's best few are interleaved:
+        higher priority first, then round robin across owners, then queue order. One
+        tenant's flood therefore delays another's tasks by one turn, not by the flood.
+        """
+
+        def scan(after: str | None, upto: str | None, room: int) -> list[str]:
+            found: list[str] = []
+            while len(found) < room:
+                cond, arg = (">= ?", "") if after is None else ("> ?", after)
+                row = cur.execute(
+                    "SELECT coalesce(owner, '') AS o FROM tasks WHERE status = 'queued' AND "
+                    f"queue = ? AND coalesce(owner, '') {cond} ORDER BY coalesce(owner, '') "
+                    "LIMIT 1",
+                    (queue, arg),
+                ).fetchone()
+                if row is None or (upto is not None and row["o"] > upto):
+                    break
+                found.append(row["o"])
+                after = row["o"]
+            return found
+
+        cursor = self._fair_cursor.get(queue)
+        owners = scan(cursor, None, FAIR_OWNERS)
+        if cursor is not None and len(owners) < FAIR_OWNERS:
+            owners += scan(None, cursor, FAIR_OWNERS - len(owners))
+        if not owners:
+            return []
+        if len(owners) >= FAIR_OWNERS:
+            self._fair_cursor[queue] = owners[-1]
+        else:
+            self._fair_cursor.pop(queue, None)
+        per = cap // len(owners) + 1
+        out: list[tuple[Any, ...]] = []
+        for owner in owners:
+            rows = cur.execute(
+                f"SELECT id, sort_key, priority, limit_key, resources FROM tasks WHERE {where} "
+                f"AND coalesce(owner, '') = ? ORDER BY sort_key LIMIT ?{self.d.skip_locked}",
+                (queue, *args, owner, per),
+            ).fetchall()
+            out += [
+                ((-r["priority"], rank, r["sort_key"]), r["id"], r["limit_key"], r["resources"])
+                for rank, r in enumerate(rows)
+            ]
+        return out
 
     # ------------------------------------------------------------------ submit strategies
     def _apply_strategy(self, cur: Any, t: Any, now: float, pending: int = 0) -> str | None:

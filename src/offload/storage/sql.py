@@ -206,6 +206,7 @@ class SqlStore(FlowSql):
         #: How long a hole in the event numbering holds a feed back (see :meth:`_open_gap`).
         self.gap_wait_s = 2.0
         self._gaps: dict[int, float] = {}
+        self._fair_cursor: dict[str, str] = {}
 
     # ------------------------------------------------------------------ backend hooks
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:

@@ -33,3 +33,12 @@ CREATE INDEX tasks_limited_live ON tasks (limit_key)
     WHERE limit_key IS NOT NULL AND status IN ('assigned', 'running');
 CREATE INDEX tasks_resources_live ON tasks (id)
     WHERE resources IS NOT NULL AND status IN ('assigned', 'running');
+
+-- Per-queue options. fairness 'owner': among equal priority, claims alternate across owners.
+CREATE TABLE queue_settings (
+    queue      TEXT PRIMARY KEY,
+    fairness   TEXT NOT NULL DEFAULT 'none' CHECK (fairness IN ('none', 'owner')),
+    updated_at REAL NOT NULL
+);
+CREATE INDEX tasks_ready_owner ON tasks (queue, coalesce(owner, ''), sort_key)
+    WHERE status = 'queued';
