@@ -18,14 +18,22 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, TypeVar, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from offload.domain.errors import InvalidInput, UnknownTaskType
-from offload.domain.models import Artifact, RetryPolicy, Task, TaskTypeInfo
+from offload.domain.models import (
+    Artifact,
+    OptionalReviewSpec,
+    RetryPolicy,
+    ReviewSpec,
+    Task,
+    TaskTypeInfo,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_PARAM = "ctx"
+_REVIEW_OPTION: TypeAdapter[ReviewSpec | None] = TypeAdapter(OptionalReviewSpec)
 
 
 class TaskContext(Protocol):
@@ -89,6 +97,15 @@ class TaskType:
     batch_wait_ms: float | None = None
     #: A single pydantic-model parameter receives the whole validated model.
     model_param: str | None = None
+    #: Review every result of this type (``review={"reviewer": "human"}`` or a ReviewSpec).
+    #: A dict (or ``True``) given at registration is validated there.
+    review: ReviewSpec | None = None
+
+    def __post_init__(self) -> None:
+        value: object = self.review
+        if value is not None and not isinstance(value, ReviewSpec):
+            # Checked at registration, so a bad review setting fails where it is written.
+            self.review = _REVIEW_OPTION.validate_python(value)
 
     @property
     def executable(self) -> bool:
