@@ -26,6 +26,7 @@ from offload.domain.models import (
     TaskTypeInfo,
     WorkflowSpec,
 )
+from offload.domain.review import ReviewDecision, ReviewFilter
 
 
 class LocalClient:
@@ -96,6 +97,14 @@ class LocalClient:
     async def retry_many(self, flt: TaskFilter) -> builtins.list[Task]:
         """Retry matching dead-letter tasks."""
         return await self.service.retry_many(flt, owner=self.owner, actor=self.owner)
+
+    async def review(self, task_id: str, decision: ReviewDecision) -> Task:
+        """Approve or reject a task in ``reviewing``."""
+        return await self.service.review(task_id, decision, owner=self.owner, actor=self.owner)
+
+    async def list_reviews(self, flt: ReviewFilter) -> TaskPage:
+        """Tasks whose review matches ``flt``."""
+        return await self.service.list_reviews(flt, self.owner)
 
     async def stats(self) -> Stats:
         """Statistics."""

@@ -51,6 +51,11 @@ class TaskContext(Protocol):
         """1 for the first attempt, 2 for the first retry, …"""
         ...
 
+    @property
+    def review_feedback(self) -> str | None:
+        """The reviewer's feedback on the previous attempt's rejected result, or None."""
+        ...
+
     def progress(self, percent: float | None = None, step: str | None = None) -> None:
         """Report progress (0–100) and/or the current step."""
         ...
