@@ -107,6 +107,8 @@ def test_review_refusals_are_4xx(alice: httpx.Client, bob: httpx.Client) -> None
     error(r, 422)
     error(alice.get("/v1/reviews", params={"status": "maybe"}), 422)
     error(alice.get("/v1/reviews", params={"owner": "bob"}), 403)
+    repeated = error(alice.get("/v1/reviews", params=[("reviewer", "a"), ("reviewer", "b")]), 422)
+    assert repeated["details"]["field"] == "reviewer"
     # Someone else's task is not found; a missing one too.
     error(bob.post(f"/v1/tasks/{tid}/review", json={"decision": "approve"}), 404, "not_found")
     assert tid not in [t["id"] for t in bob.get("/v1/reviews").json()["tasks"]]

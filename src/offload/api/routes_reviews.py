@@ -15,6 +15,7 @@ from starlette.responses import Response
 from offload.api import render
 from offload.api.deps import CallerDep, ContextDep, audit_details
 from offload.api.errors import COMMON, responses
+from offload.domain.errors import InvalidInput
 from offload.domain.models import ReviewStatus, Task, TaskPage
 from offload.domain.review import ReviewDecision, ReviewFilter
 
@@ -46,9 +47,12 @@ async def list_reviews(
     owner: Annotated[str | None, Query(max_length=200, description="admins only")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
+    *,
+    request: Request,
 ) -> Response:
     """Tasks whose result awaits (or went through) review, oldest request first, with the
     result to judge, ``review.history`` of earlier rounds and the task's instructions."""
+    _single_valued(request, "reviewer", "status", "owner", "limit", "offset")
     flt = ReviewFilter(
         reviewer=reviewer,
         capabilities=[c for value in capability or [] for c in value.split(",") if c.strip()],
@@ -59,6 +63,14 @@ async def list_reviews(
     )
     page = await ctx.service.list_reviews(flt)
     return render.model(page)
+
+
+def _single_valued(request: Request, *names: str) -> None:
+    """Refuse a repeated one-value parameter (``?reviewer=a&reviewer=b``): which one was
+    meant is a guess, and a review listing for the wrong reviewer is worse than a 422."""
+    for name in names:
+        if len(request.query_params.getlist(name)) > 1:
+            raise InvalidInput(f"give {name} once (it takes one value)", field=name)
 
 
 @router.post(
