@@ -41,6 +41,14 @@ def report(steps: int, ctx: TaskContext) -> dict[str, Any]:
     return {"attempt": ctx.attempt, "steps": steps}
 
 
+@offload.task("wt.draft", review={"reviewer": "capability:editing", "max_rounds": 3})
+def draft(topic: str, ctx: TaskContext) -> dict[str, Any]:
+    """Reviewed work: a rejected attempt's feedback reaches the next one through ``ctx``."""
+    feedback = ctx.review_feedback
+    text = f"notes on {topic}" if feedback is None else f"notes on {topic}, revised: {feedback}"
+    return {"text": text, "attempt": ctx.attempt, "pid": os.getpid(), "feedback": feedback}
+
+
 @offload.task("wt.sleep")
 def sleep_sync(seconds: float) -> dict[str, float]:
     """Block a handler thread; returns when it ran."""

@@ -55,9 +55,17 @@ TOOLS = {
     "submit_workflow",
     "get_queue_stats",
     "retry_task",
+    "list_reviews",
+    "review_task",
 }
 WORKER_OPTIONS = ("--concurrency", "4", "--lease-ttl", "10", "--grace", "2")
-READ_ONLY = {"get_task_status", "get_agent_tasks", "list_task_types", "wait_for_task"}
+READ_ONLY = {
+    "get_task_status",
+    "get_agent_tasks",
+    "list_task_types",
+    "wait_for_task",
+    "list_reviews",
+}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +112,10 @@ def _stdio(home: Path, db_url: str) -> Client:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "offload.mcp"],
-        env={"OFFLOAD_DATABASE_URL": db_url, "OFFLOAD_HOME": str(home)},
+        # PYTHONPATH passes through so the server runs the code under test (a worktree's
+        # src/), not whichever copy the virtualenv has installed.
+        env={"OFFLOAD_DATABASE_URL": db_url, "OFFLOAD_HOME": str(home)}
+        | {k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     )
     return Client(params, read_timeout_seconds=60)
 

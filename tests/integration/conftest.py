@@ -68,7 +68,10 @@ class WorkerProcesses:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: dict[int, Path] = {}
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "OFFLOAD_LOG_LEVEL": "INFO"}
+        # ROOT for ``tests.worker_tasks``; any PYTHONPATH given (a worktree's src/) stays
+        # first, so the subprocesses run the code under test.
+        path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
+        self.env = {**os.environ, "PYTHONPATH": path, "OFFLOAD_LOG_LEVEL": "INFO"}
         self.env.pop("OFFLOAD_URL", None)
 
     def spawn(

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from offload.cli import admin, dlq, flow, info, mcp_cmd, tasks, workflow
+from offload.cli import admin, dlq, flow, info, mcp_cmd, review, tasks, workflow
 from offload.cli import serve as serve_cmd
 from offload.cli import token as token_cmd
 from offload.cli import worker as worker_cmd
@@ -28,7 +28,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+tasks.app.command("review")(review.review_task)
 app.add_typer(tasks.app, name="task")
+app.add_typer(review.app, name="review")
 app.add_typer(workflow.app, name="workflow")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(flow.limit_app, name="limit")

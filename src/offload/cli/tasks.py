@@ -57,6 +57,7 @@ _OPTION_OF = {
     "run_at": "--run-at",
     "deadline": "--deadline",
     "idempotency_key": "--idempotency-key",
+    "review": "--review",
 }
 
 
@@ -143,6 +144,15 @@ def create(
         list[str] | None,
         typer.Option("--resource", help="Units held while running: gpu=1 (repeatable)."),
     ] = None,
+    review: Annotated[
+        str | None,
+        typer.Option(
+            "--review",
+            help='Have the result reviewed by REVIEWER: an agent id, "capability:NAME" or '
+            '"human" (see `offload review list`).',
+            metavar="REVIEWER",
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", "-w", help="Wait for the result and print it.")
     ] = False,
@@ -189,6 +199,8 @@ def create(
         options["idempotency_key"] = idempotency_key
     if resources:
         options["resources"] = _parse_resources(resources)
+    if review is not None:
+        options["review"] = {"reviewer": review}
     _check_options(task_type, options)
 
     with open_client(database_url) as client:
@@ -238,7 +250,15 @@ def _detail_table(task: Task) -> Table:
         ("duration", human_duration(task.actual_duration_s) if task.actual_duration_s else None),
         ("description", task.description if task.description != task.title else None),
     ]
-    if task.status.value == "completed":
+    if task.review is not None:
+        r = task.review
+        parts = [f"{r.status.value}, reviewer {r.reviewer}, round {r.rounds}/{r.max_rounds}"]
+        if r.quality_score is not None:
+            parts.append(f"score {r.quality_score:g}")
+        if r.feedback:
+            parts.append(f"feedback: {r.feedback}")
+        rows.append(("review", "; ".join(parts)))
+    if task.status.value in ("completed", "reviewing"):
         text = render_result(task.result)
         if len(text) > 2000:
             text = text[:2000] + "\n… (truncated; --json shows all)"

@@ -39,6 +39,7 @@ from offload.domain.models import (
     TaskTypeInfo,
     WorkflowSpec,
 )
+from offload.domain.review import ReviewDecision, ReviewFilter
 
 T = TypeVar("T")
 
@@ -106,6 +107,14 @@ class AsyncClient(Protocol):
 
     async def retry_many(self, flt: TaskFilter) -> builtins.list[Task]:
         """Retry every failed task matching ``flt`` (status defaults to ``failed``)."""
+        ...
+
+    async def review(self, task_id: str, decision: ReviewDecision) -> Task:
+        """Approve or reject the result of a task in ``reviewing``."""
+        ...
+
+    async def list_reviews(self, flt: ReviewFilter) -> TaskPage:
+        """Tasks whose review matches ``flt`` (default: awaiting a decision), oldest first."""
         ...
 
     async def stats(self) -> Stats:
@@ -299,6 +308,35 @@ class Client:
         """Retry every dead-letter task matching the filter."""
         f = flt or TaskFilter(**({"status": ["failed"]} | filters))
         return self._run(self.aio.retry_many(f))
+
+    def review(
+        self,
+        task_id: str,
+        decision: str,
+        *,
+        feedback: str | None = None,
+        quality_score: float | None = None,
+        exclude_previous_agent: bool | None = None,
+        reviewer: str | None = None,
+    ) -> Task:
+        """Decide a review: ``client.review(id, "approve", quality_score=0.9)`` completes the
+        task; ``"reject"`` sends it back to the queue with ``feedback`` for the next attempt
+        (or fails it once its review rounds are used up)."""
+        body = ReviewDecision.model_validate(
+            {
+                "decision": decision,
+                "feedback": feedback,
+                "quality_score": quality_score,
+                "exclude_previous_agent": exclude_previous_agent,
+                "reviewer": reviewer,
+            }
+        )
+        return self._run(self.aio.review(task_id, body))
+
+    def list_reviews(self, flt: ReviewFilter | None = None, **filters: Any) -> TaskPage:
+        """Reviews to do: ``client.list_reviews(reviewer="capability:qa")``; ``status``
+        pending (default), passed or failed."""
+        return self._run(self.aio.list_reviews(flt or ReviewFilter(**filters)))
 
     def stats(self) -> Stats:
         """Queue statistics."""

@@ -68,6 +68,7 @@ from offload.domain.models import (
     TokenInfo,
     WorkflowSpec,
 )
+from offload.domain.review import ReviewDecision, ReviewFilter
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -352,6 +353,21 @@ class HttpClient:
         """Retry every dead-letter task matching ``flt``."""
         body = flt.model_dump_json(exclude_none=True).encode()
         return (await self._post("/v1/dlq/retry", _Tasks, body)).tasks
+
+    async def review(self, task_id: str, decision: ReviewDecision) -> Task:
+        """Approve or reject a task in ``reviewing``."""
+        body = decision.model_dump_json(exclude_none=True).encode()
+        return await self._post(f"/v1/tasks/{_q(task_id)}/review", Task, body)
+
+    async def list_reviews(self, flt: ReviewFilter) -> TaskPage:
+        """Tasks whose review matches ``flt``."""
+        params: builtins.list[tuple[str, str | int]] = [("capability", c) for c in flt.capabilities]
+        if flt.reviewer is not None:
+            params.append(("reviewer", flt.reviewer))
+        if flt.owner is not None:
+            params.append(("owner", flt.owner))
+        params += [("status", flt.status.value), ("limit", flt.limit), ("offset", flt.offset)]
+        return await self._get("/v1/reviews", TaskPage, params)
 
     async def stats(self) -> Stats:
         """Queue statistics."""

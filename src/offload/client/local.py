@@ -33,6 +33,7 @@ from offload.domain.models import (
     TaskTypeInfo,
     WorkflowSpec,
 )
+from offload.domain.review import ReviewDecision, ReviewFilter
 
 
 class LocalClient:
@@ -135,6 +136,14 @@ class LocalClient:
     async def list_queue_settings(self) -> builtins.list[QueueSettings]:
         """Every queue with options set."""
         return await self.service.list_queue_settings()
+
+    async def review(self, task_id: str, decision: ReviewDecision) -> Task:
+        """Approve or reject a task in ``reviewing``."""
+        return await self.service.review(task_id, decision, owner=self.owner, actor=self.owner)
+
+    async def list_reviews(self, flt: ReviewFilter) -> TaskPage:
+        """Tasks whose review matches ``flt``."""
+        return await self.service.list_reviews(flt, self.owner)
 
     async def stats(self) -> Stats:
         """Statistics."""

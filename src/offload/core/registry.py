@@ -18,15 +18,23 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, TypeVar, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from offload.domain.errors import InvalidInput, UnknownTaskType
 from offload.domain.flow import ConcurrencyStrategy, LimitSpec
-from offload.domain.models import Artifact, RetryPolicy, Task, TaskTypeInfo
+from offload.domain.models import (
+    Artifact,
+    OptionalReviewSpec,
+    RetryPolicy,
+    ReviewSpec,
+    Task,
+    TaskTypeInfo,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_PARAM = "ctx"
+_REVIEW_OPTION: TypeAdapter[ReviewSpec | None] = TypeAdapter(OptionalReviewSpec)
 
 
 class TaskContext(Protocol):
@@ -42,6 +50,11 @@ class TaskContext(Protocol):
     @property
     def attempt(self) -> int:
         """1 for the first attempt, 2 for the first retry, …"""
+        ...
+
+    @property
+    def review_feedback(self) -> str | None:
+        """The reviewer's feedback on the previous attempt's rejected result, or None."""
         ...
 
     def progress(self, percent: float | None = None, step: str | None = None) -> None:
@@ -92,6 +105,15 @@ class TaskType:
     batch_wait_ms: float | None = None
     #: A single pydantic-model parameter receives the whole validated model.
     model_param: str | None = None
+    #: Review every result of this type (``review={"reviewer": "human"}`` or a ReviewSpec).
+    #: A dict (or ``True``) given at registration is validated there.
+    review: ReviewSpec | None = None
+
+    def __post_init__(self) -> None:
+        value: object = self.review
+        if value is not None and not isinstance(value, ReviewSpec):
+            # Checked at registration, so a bad review setting fails where it is written.
+            self.review = _REVIEW_OPTION.validate_python(value)
 
     def limit_spec(self) -> LimitSpec | None:
         """The limits declared in code, validated (None when the type declares none)."""

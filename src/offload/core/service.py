@@ -59,6 +59,7 @@ from offload.domain.models import (
     TaskTypeInfo,
     WorkflowSpec,
 )
+from offload.domain.review import ReviewDecision, ReviewFilter, review_state
 from offload.domain.rules import check_acyclic, find_refs, validate_json_size
 from offload.domain.settings import Settings
 from offload.domain.status import Status
@@ -202,7 +203,8 @@ class QueueService:
             estimated_duration_s=await self._estimate(tt, spec),
             idempotency_key=spec.idempotency_key,
             cache_ttl_s=spec.cache_ttl_s if spec.cache_ttl_s is not None else tt.cache_ttl_s,
-            complexity=spec.complexity, metadata=spec.metadata, review=spec.review,
+            complexity=spec.complexity, metadata=spec.metadata,
+            review=review_state(spec.review if spec.review is not None else tt.review),
             resources=spec.resources, limit_key=await self._flow_fields(tt, spec, task_input),
             waiting_on=None,
             children=[], lease=None, assignment=None, attempt=0, checkpoints=[], artifacts=[],
@@ -442,6 +444,27 @@ class QueueService:
         if not ids:
             return []
         return await self.store.retry(ids, self.clock.now(), owner=owner, actor=actor)
+
+    # ------------------------------------------------------------------ review
+    async def review(
+        self,
+        task_id: str,
+        decision: ReviewDecision,
+        *,
+        owner: str | None = None,
+        actor: str | None = None,
+    ) -> Task:
+        """Approve or reject the result of a task in ``reviewing``."""
+        return await self.store.decide_review(
+            task_id, decision, self.clock.now(), owner=owner, actor=actor
+        )
+
+    async def list_reviews(self, flt: ReviewFilter, owner: str | None = None) -> TaskPage:
+        """Tasks awaiting (or past) review, for a reviewer to find its work."""
+        if owner is not None:
+            flt = flt.model_copy(update={"owner": owner})
+        tasks, total = await self.store.list_reviews(flt)
+        return TaskPage(tasks=tasks, total=total, limit=flt.limit, offset=flt.offset)
 
     # ------------------------------------------------------------------ worker protocol
     async def register_agent(self, reg: AgentRegistration) -> Agent:

@@ -219,8 +219,34 @@ class ReviewStatus(StrEnum):
     FAILED = "failed"
 
 
+class ReviewDecisionKind(StrEnum):
+    """What a reviewer decided."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ReviewRound(_Model):
+    """One decided review round, kept in the task's review history."""
+
+    round: int
+    decision: ReviewDecisionKind
+    reviewer: str | None = None
+    feedback: str | None = None
+    quality_score: float | None = None
+    #: The agent whose result was reviewed.
+    agent_id: str | None = None
+    #: A rejected round keeps the result it rejected (an approved one stays in ``result``).
+    result: JSON = None
+    decided_at: datetime
+
+
 class Review(_Model):
-    """Review stage state (filled by the agents issue)."""
+    """Review stage state (PRODUCT.md §5): who reviews, where it stands, every round so far.
+
+    ``reviewer`` is an agent id, ``capability:NAME`` (any agent with that capability) or
+    ``human``. ``feedback`` is the latest decision's; a rejected task's next attempt reads it.
+    """
 
     reviewer: str | None = None
     status: ReviewStatus = ReviewStatus.PENDING
@@ -228,7 +254,55 @@ class Review(_Model):
     quality_score: float | None = None
     required: bool = False
     max_rounds: int = 3
+    #: Review decisions made so far.
     rounds: int = 0
+    #: Default for rejections: the next attempt may not go to the agent that was rejected.
+    exclude_previous_agent: bool = False
+    #: When the result now under review arrived, and which agent produced it.
+    requested_at: datetime | None = None
+    agent_id: str | None = None
+    history: list[ReviewRound] = Field(default_factory=list)
+
+
+def _coerce_review_spec(value: object) -> object:
+    # `review: true` asks for the default review (by a human); `false` means none.
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class ReviewSpec(_Model):
+    """What a submitter (or a task type) asks for: ``review: {required, reviewer, max_rounds}``.
+
+    Giving the block means review is wanted (``required`` defaults to true).
+    """
+
+    required: bool = True
+    reviewer: str = Field(
+        "human",
+        min_length=1,
+        max_length=200,
+        description='an agent id, "capability:NAME" (any agent with it) or "human"',
+    )
+    max_rounds: int = Field(3, ge=1, le=100, description="rejections before the task fails")
+    exclude_previous_agent: bool = Field(
+        False, description="after a rejection, let another agent make the next attempt"
+    )
+
+    @field_validator("reviewer")
+    @classmethod
+    def _reviewer(cls, v: str) -> str:
+        v = v.strip()
+        if v.startswith("capability:") and not v.removeprefix("capability:").strip():
+            raise ValueError('"capability:" needs a capability name, e.g. "capability:review"')
+        if not v:
+            raise ValueError('reviewer must be an agent id, "capability:NAME" or "human"')
+        return v
+
+
+OptionalReviewSpec = Annotated[ReviewSpec | None, BeforeValidator(_coerce_review_spec)]
 
 
 class Complexity(StrEnum):
@@ -361,7 +435,7 @@ class TaskSpec(_Model):
     cache_ttl_s: float | None = Field(None, ge=0)
     complexity: Complexity | None = None
     metadata: dict[str, JSON] = Field(default_factory=dict)
-    review: Review | None = None
+    review: OptionalReviewSpec = None
     #: Units of named resources the task holds while it runs, e.g. ``{"gpu": 1}``.
     resources: dict[str, int] = Field(default_factory=dict, max_length=20)
     #: Inside a workflow: this child's name, referenced by siblings' ``depends_on``/``$ref``.

@@ -49,6 +49,12 @@ maps each ref to that step's result.
 - Long results come back in pages (`result_page`, `next_result_offset`); fetch more with
   `get_task_status(task_id, result_offset=...)`.
 - `cancel_agent_task` stops work that is no longer needed.
+
+## Reviewing other agents' work
+A task submitted with a review waits in `status: reviewing` once its work is done. As a
+reviewer: `list_reviews(reviewer=<your agent id or "capability:NAME">)` shows the results
+to judge; `review_task(task_id, decision="approve"|"reject", feedback=..., quality_score=...)`
+decides one. A rejection re-queues the task and the next attempt reads your feedback.
 """
 
 

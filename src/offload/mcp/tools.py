@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from offload.client.base import AsyncClient
 from offload.domain.errors import InvalidInput, OffloadError, UnknownTaskType, WaitTimeout
-from offload.domain.models import MAX_BULK, TaskFilter, TaskSpec, WorkflowSpec
+from offload.domain.models import MAX_BULK, ReviewStatus, TaskFilter, TaskSpec, WorkflowSpec
+from offload.domain.review import ReviewDecision, ReviewFilter
 from offload.domain.status import Status
 from offload.mcp.errors import error_result, offload_error_result, validation_errors
 from offload.mcp.scope import ClientFactory, current_request
@@ -25,12 +26,14 @@ from offload.mcp.views import (
     MAX_LIST,
     MAX_RESULT_CHARS,
     QueueStats,
+    ReviewList,
     TaskList,
     TaskTypeList,
     TaskView,
     WorkflowView,
     preview,
     queue_stats,
+    review_list,
     task_list,
     task_view,
     to_json_text,
@@ -253,6 +256,16 @@ class OffloadTools:
                 "instead of a duplicate: safe to retry a submit whose answer you lost.",
             ),
         ] = None,
+        reviewer: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=200,
+                description="Have the result reviewed before the task counts as done: an "
+                'agent id, "capability:NAME" (any agent with it) or "human". A rejected result '
+                'is redone with the reviewer\'s feedback. Example: "capability:review".',
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, TaskView]:
         """Queue one task for Offload to compute or for another agent to do; returns at once.
 
@@ -279,6 +292,8 @@ class OffloadTools:
                 "max_retries": max_retries,
                 "idempotency_key": idempotency_key,
             }
+            if reviewer is not None:
+                options["review"] = {"reviewer": reviewer}
             try:
                 task = await client.submit(task_type, dict(input), **options)
             except InvalidInput as exc:
@@ -589,6 +604,120 @@ class OffloadTools:
 
         return await self._guard(call)
 
+    # -- review ------------------------------------------------------------------------
+
+    async def list_reviews(
+        self,
+        reviewer: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=200,
+                description='Whose reviews: your agent id, "capability:NAME" or "human". A '
+                "registered agent also gets the reviews assigned to its capabilities. "
+                'Example: "capability:code_review".',
+            ),
+        ] = None,
+        status: Annotated[
+            Literal["pending", "passed", "failed"],
+            Field(
+                description="pending: awaiting a decision (default); passed: approved; "
+                "failed: last decision was a rejection."
+            ),
+        ] = "pending",
+        limit: Annotated[
+            int, Field(ge=1, le=MAX_LIST, description=f"Reviews per page (1-{MAX_LIST}).")
+        ] = 20,
+        offset: Annotated[
+            int, Field(ge=0, description="Skip this many (next_offset of the previous page).")
+        ] = 0,
+    ) -> Annotated[CallToolResult, ReviewList]:
+        """List task results waiting for review, oldest first, with what you need to judge them.
+
+        Use it when you act as a reviewer: each entry has the task's description,
+        instructions, input, the `result` to judge, the round number and earlier rounds'
+        feedback (`history`). Decide each one with review_task(task_id, decision).
+        """
+
+        async def call(client: AsyncClient) -> CallToolResult:
+            flt = ReviewFilter(
+                reviewer=reviewer, status=ReviewStatus(status), limit=limit, offset=offset
+            )
+            view = review_list(await client.list_reviews(flt))
+            more = f" Next page: offset={view.next_offset}." if view.next_offset else ""
+            if status == "pending":
+                hint = " Decide each with review_task." if view.reviews else ""
+                summary = f"{view.total} result(s) awaiting review.{hint}{more}"
+            else:
+                summary = f"{view.total} {status} review(s).{more}"
+            return _ok(view, summary)
+
+        return await self._guard(call)
+
+    async def review_task(
+        self,
+        task_id: TaskId,
+        decision: Annotated[
+            Literal["approve", "reject"],
+            Field(
+                description="approve: accept the result (the task completes); reject: send it "
+                "back for another attempt with your feedback."
+            ),
+        ],
+        feedback: Annotated[
+            str | None,
+            Field(
+                max_length=20_000,
+                description="What is good, or exactly what to fix: the next attempt reads it. "
+                'Example: "Cite a source for each claim and cover 2023 too."',
+            ),
+        ] = None,
+        quality_score: Annotated[
+            float | None,
+            Field(ge=0, le=1, description="How good the result is, 0 to 1. Example: 0.8."),
+        ] = None,
+        exclude_previous_agent: Annotated[
+            bool | None,
+            Field(
+                description="On reject: true gives the next attempt to a different agent "
+                "(default: the task's own review setting)."
+            ),
+        ] = None,
+    ) -> Annotated[CallToolResult, TaskView]:
+        """Approve or reject a task's result that is waiting for review (status reviewing).
+
+        Approving completes the task and releases the tasks that depend on it. Rejecting
+        re-queues it with your feedback for the next attempt; after the task's max_rounds
+        rejections it fails (ReviewRejected). Find results to review with list_reviews.
+        """
+
+        async def call(client: AsyncClient) -> CallToolResult:
+            body = ReviewDecision.model_validate(
+                {
+                    "decision": decision,
+                    "feedback": feedback,
+                    "quality_score": quality_score,
+                    "exclude_previous_agent": exclude_previous_agent,
+                }
+            )
+            task = await client.review(task_id, body)
+            view = task_view(task)
+            if task.status is Status.COMPLETED:
+                summary = f"Approved: task {task.id} ({task.type}) is completed."
+            elif task.status is Status.FAILED:
+                summary = (
+                    f"Rejected: task {task.id} used up its review rounds and failed "
+                    "(ReviewRejected)."
+                )
+            else:
+                summary = (
+                    f"Rejected: task {task.id} is {task.status.value} again; the next attempt "
+                    "sees your feedback."
+                )
+            return _ok(view, summary)
+
+        return await self._guard(call)
+
 
 async def _input_schema(client: AsyncClient, task_type: str) -> dict[str, Any] | None:
     for info in await client.task_types():
@@ -617,5 +746,15 @@ TOOLS: dict[str, tuple[str, ToolAnnotations]] = {
         ),
     ),
     "retry_task": ("Retry a task", _ADD),
+    "list_reviews": ("List results awaiting review", _READ),
+    "review_task": (
+        "Approve or reject a result",
+        ToolAnnotations(
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=False,
+        ),
+    ),
     "get_queue_stats": ("Queue statistics", _READ),
 }

@@ -78,6 +78,51 @@ class TaskView(_View):
     next_step: str = Field(description="what to call next, in words")
 
 
+class ReviewRoundView(_View):
+    """One decided review round."""
+
+    round: int
+    decision: str = Field(description="approve or reject")
+    feedback: str | None = None
+    quality_score: float | None = None
+    agent_id: str | None = Field(None, description="the agent whose result was reviewed")
+
+
+class ReviewView(_View):
+    """A task whose result awaits (or went through) review, with what a reviewer needs."""
+
+    task_id: str = Field(description="pass it to review_task")
+    type: str
+    title: str | None = None
+    description: str | None = Field(None, description="what was asked for")
+    instructions: str | None = None
+    input: Any = None
+    status: Status = Field(description="reviewing while a decision is awaited")
+    reviewer: str | None = Field(
+        None, description='an agent id, "capability:NAME" or "human": who should decide'
+    )
+    review_status: str = Field(description="pending, passed or failed (last decision)")
+    round: int = Field(description="which review round this is (1 = first)")
+    max_rounds: int = Field(description="rejections allowed before the task fails")
+    agent_id: str | None = Field(None, description="the agent that produced the result")
+    result: Any = Field(None, description="the result to judge (when it fits)")
+    result_page: str | None = Field(
+        None, description="the start of the result's JSON text when it is too long to return "
+        "whole (get_task_status pages through it)"
+    )  # fmt: skip
+    history: list[ReviewRoundView] = Field(
+        default_factory=list, description="earlier decisions, oldest first"
+    )
+
+
+class ReviewList(_View):
+    """A page of reviews, oldest request first."""
+
+    reviews: list[ReviewView]
+    total: int = Field(description="reviews matching, over all pages")
+    next_offset: int | None = Field(description="pass as offset for the next page; null at end")
+
+
 class WorkflowView(_View):
     """A submitted workflow: its parent task and the task id of each step."""
 
@@ -198,6 +243,12 @@ def _next_step(task: Task, paged: bool) -> str:
         return "It waits for its dependencies; wait_for_task waits for it."
     if task.status is Status.PAUSED:
         return "It is paused; it will not run until resumed."
+    if task.status is Status.REVIEWING:
+        reviewer = task.review.reviewer if task.review else "a reviewer"
+        return (
+            f"Its result awaits review by {reviewer}: review_task approves or rejects it; "
+            "wait_for_task waits for the decision."
+        )
     return f'Still {task.status.value}: call wait_for_task(task_id="{task.id}") to wait for it.'
 
 
@@ -312,4 +363,53 @@ def queue_stats(stats: Stats) -> QueueStats:
         by_type=[TypeStatsView.model_validate(t.model_dump()) for t in by_type],
         agents=dict(stats.agents),
         generated_at=stats.generated_at,
+    )
+
+
+def review_view(task: Task, *, max_result_chars: int = DEFAULT_RESULT_CHARS) -> ReviewView:
+    """A task as a reviewer sees it."""
+    review = task.review
+    assert review is not None  # only reviewed tasks are listed
+    result: Any = task.result
+    page: str | None = None
+    if result is not None:
+        text = to_json_text(result)
+        if len(text) > max_result_chars:
+            result, page = None, text[:max_result_chars]
+    awaiting = task.status is Status.REVIEWING
+    return ReviewView(
+        task_id=task.id,
+        type=task.type,
+        title=task.title,
+        description=task.description,
+        instructions=task.instructions,
+        input=task.input,
+        status=task.status,
+        reviewer=review.reviewer,
+        review_status=review.status.value,
+        round=review.rounds + (1 if awaiting else 0),
+        max_rounds=review.max_rounds,
+        agent_id=review.agent_id,
+        result=result,
+        result_page=page,
+        history=[
+            ReviewRoundView(
+                round=r.round,
+                decision=r.decision.value,
+                feedback=r.feedback,
+                quality_score=r.quality_score,
+                agent_id=r.agent_id,
+            )
+            for r in review.history
+        ],
+    )
+
+
+def review_list(page: TaskPage) -> ReviewList:
+    """A page of reviews."""
+    end = page.offset + len(page.tasks)
+    return ReviewList(
+        reviews=[review_view(t) for t in page.tasks if t.review is not None],
+        total=page.total,
+        next_offset=end if end < page.total else None,
     )

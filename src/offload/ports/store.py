@@ -28,6 +28,7 @@ from offload.domain.models import (
     TaskFilter,
     TokenInfo,
 )
+from offload.domain.review import ReviewDecision, ReviewFilter
 from offload.ports.flow import FlowStore
 
 
@@ -137,6 +138,23 @@ class Store(FlowStore, Protocol):
         self, task_ids: Sequence[str], now: float, *, owner: str | None, actor: str | None
     ) -> list[Task]:
         """Move failed/cancelled tasks back to the queue with a fresh attempt budget."""
+        ...
+
+    # -- review ------------------------------------------------------------
+    async def decide_review(
+        self,
+        task_id: str,
+        decision: ReviewDecision,
+        now: float,
+        *,
+        owner: str | None,
+        actor: str | None,
+    ) -> Task:
+        """Approve or reject a task in ``reviewing`` (:class:`Conflict` otherwise)."""
+        ...
+
+    async def list_reviews(self, flt: ReviewFilter) -> tuple[list[Task], int]:
+        """Tasks whose review matches ``flt``, oldest request first, and the total."""
         ...
 
     async def maintain(self, now: float) -> dict[str, int]:

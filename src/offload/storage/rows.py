@@ -95,7 +95,8 @@ def task_to_row(t: Task, memo: dict[int, str] | None = None) -> tuple[Any, ...]:
         ts(t.created_at), ts(t.updated_at), ts(t.queued_at), ts(t.started_at),
         ts(t.finished_at), t.estimated_duration_s, t.idempotency_key, t.cache_ttl_s,
         t.complexity.value if t.complexity else None, dumps(t.metadata),
-        t.review.model_dump_json() if t.review else None, t.limit_key,
+        # Only a review that is required is stored: completion tests `review IS NULL`.
+        t.review.model_dump_json() if t.review and t.review.required else None, t.limit_key,
         dumps(t.resources) if t.resources else None, 0.0,
     )  # fmt: skip
 
@@ -148,7 +149,8 @@ def row_to_task(r: dict[str, Any], children: list[str] | None = None) -> Task:
     holder = r.pop("lease_holder")
     expires = r.pop("lease_expires_at")
     # Storage details that are not fields of Task.
-    for name in ("caps_key", "assigned_agent", "paused_from", "sort_key", "n_dependents"):
+    for name in ("caps_key", "assigned_agent", "paused_from", "sort_key", "n_dependents",
+                 "excluded_agents"):  # fmt: skip
         r.pop(name, None)
     r["lease"] = (
         trusted_lease(lease_id, holder, datetime.fromtimestamp(expires, UTC))

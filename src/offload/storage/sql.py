@@ -66,6 +66,7 @@ from offload.domain.status import (
     expand_statuses,
 )
 from offload.storage.flow_sql import FlowSql
+from offload.storage.review_sql import ReviewSql
 from offload.storage.rows import (
     TASK_INSERT_COLUMNS,
     dt,
@@ -183,7 +184,7 @@ class Dialect:
         return f"(VALUES {', '.join([row] * rows)}) AS c"
 
 
-class SqlStore(FlowSql):
+class SqlStore(FlowSql, ReviewSql):
     """The store logic shared by every SQL backend (see :class:`offload.ports.store.Store`).
 
     Each public method runs one transaction through :meth:`_write` or :meth:`_read`, which a
@@ -579,6 +580,11 @@ class SqlStore(FlowSql):
             base_args += req.types
         filters.append(f"(caps_key = '' OR {self.d.json_array_within('tasks.capabilities')})")
         base_args.append(dumps(req.capabilities))
+        # Agents whose work on the task was rejected in review (NULL for nearly every task).
+        filters.append(
+            f"(excluded_agents IS NULL OR NOT {self.d.json_array_has('tasks.excluded_agents')})"
+        )
+        base_args.append(req.agent_id)
         where = " AND ".join(filters)
         queues = list(dict.fromkeys(req.queues))
         lease_id = new_id()
@@ -829,24 +835,32 @@ class SqlStore(FlowSql):
         # One fenced UPDATE per chunk (SQLite caps bound parameters at 32,766).
         for start in range(0, len(values), 900):
             chunk = values[start : start + 900]
+            # A task that requires review (stored `review` non-NULL) goes to `reviewing`,
+            # keeping its result; it is not finished until a reviewer approves.
             rows = cur.execute(
-                "UPDATE tasks SET status = 'completed', result = c.column3, error = NULL, "
-                "progress = 100, finished_at = ?, actual_duration_s = ? - started_at, "
+                "UPDATE tasks SET status = CASE WHEN tasks.review IS NULL THEN 'completed' "
+                "ELSE 'reviewing' END, result = c.column3, error = NULL, "
+                "progress = 100, finished_at = CASE WHEN tasks.review IS NULL THEN ? END, "
+                "actual_duration_s = ? - started_at, "
                 "updated_at = ?, lease_id = NULL, lease_expires_at = NULL "
                 f"FROM {self.d.values(len(chunk) // 3, 3)} "
                 f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
                 f"AND tasks.status IN {_LEASED_SQL} "
                 "RETURNING tasks.id, tasks.parent_id, tasks.n_dependents, tasks.lease_holder, "
-                "tasks.attempt",
+                "tasks.attempt, tasks.review",
                 (now, now, now, *chunk),
             ).fetchall()
             for row in rows:
                 done[row["id"]] = row
+        reviewing = [r for r in done.values() if r["review"] is not None]
+        if reviewing:
+            self._request_reviews(cur, reviewing, now)
         insert_events(
             cur,
             [
                 (r["id"], now, "completed", r["lease_holder"], dumps({"attempt": r["attempt"]}))
                 for r in done.values()
+                if r["review"] is None
             ],
         )
         acks: list[Ack] = []
@@ -854,11 +868,13 @@ class SqlStore(FlowSql):
             hit = done.get(c.task_id)
             if hit is not None:
                 # Plain construction: pydantic's model_construct is slower for small models.
-                acks.append(Ack(task_id=c.task_id, ok=True, status=Status.COMPLETED))
+                status = Status.COMPLETED if hit["review"] is None else Status.REVIEWING
+                acks.append(Ack(task_id=c.task_id, ok=True, status=status))
             else:
                 acks.append(refused.get(c.task_id) or self._refusal(cur, c.task_id, c.lease_id))
         for row in done.values():
-            if row["n_dependents"] or row["parent_id"]:
+            # Dependents of a task under review wait for the decision.
+            if (row["n_dependents"] or row["parent_id"]) and row["review"] is None:
                 self._after_terminal(cur, row["id"], now)
         return acks
 
@@ -1359,6 +1375,7 @@ class SqlStore(FlowSql):
             "actual_duration_s = NULL, cancel_requested = 0, pause_requested = 0, "
             "progress = 0, current_step = NULL, lease_id = NULL, lease_expires_at = NULL"
         )
+        self._reset_review(cur, row)
         cur.execute(
             "UPDATE task_deps SET state = 'wait' WHERE task_id = ? AND state = 'impossible'",
             (task_id,),

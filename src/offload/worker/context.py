@@ -10,7 +10,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from offload.domain.models import Artifact, Checkpoint, ProgressUpdate, Task, utcnow
+from offload.domain.models import (
+    Artifact,
+    Checkpoint,
+    ProgressUpdate,
+    Review,
+    ReviewStatus,
+    Task,
+    utcnow,
+)
 from offload.worker.outcome import to_json
 
 
@@ -41,6 +49,23 @@ class WorkerContext:
     def task_id(self) -> str:
         """The running task's id."""
         return self.task.id
+
+    @property
+    def review(self) -> Review | None:
+        """The task's review state (``None`` unless its results are reviewed): ``rounds``
+        decided so far and every round's ``history`` (decision, feedback, score)."""
+        return self.task.review
+
+    @property
+    def review_feedback(self) -> str | None:
+        """What the reviewer said when rejecting the previous attempt's result, or None.
+
+        A handler redoing rejected work reads it to fix what was criticised.
+        """
+        review = self.task.review
+        if review is None or review.status is not ReviewStatus.FAILED:
+            return None
+        return review.feedback
 
     def progress(self, percent: float | None = None, step: str | None = None) -> None:
         """Report progress (0-100, clamped) and/or the current step."""
