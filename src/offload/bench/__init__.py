@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from offload.client.factory import connect
+from offload.domain.flow import LimitSpec
 from offload.domain.models import TaskFilter, TaskSpec
 
 BATCH = 1000
@@ -70,8 +72,12 @@ async def run_bench(
     concurrency: int = 64,
     timeout_s: float = 120.0,
     progress: Any = None,
+    limit: LimitSpec | None = None,
 ) -> BenchResult:
-    """Run the benchmark against a fresh database (a temp SQLite file by default)."""
+    """Run the benchmark against a fresh database (a temp SQLite file by default).
+
+    With ``limit``, the no-op type runs under that limit (one that should not bind), which
+    puts every claim on the limited path: the figure to compare with an unlimited run."""
     tmpdir = None
     if database_url is None:
         tmpdir = tempfile.mkdtemp(prefix="offload-bench-")
@@ -81,6 +87,8 @@ async def run_bench(
     worker: subprocess.Popen[bytes] | None = None
     notes: list[str] = []
     try:
+        if limit is not None:
+            await client.set_limit(BENCH_TYPE, limit)
         run_tag = f"bench-{os.getpid()}-{time.time_ns()}"
         # 1. bulk submit
         specs = [TaskSpec(type=BENCH_TYPE, input={"i": i}, tags=[run_tag]) for i in range(tasks)]
@@ -163,9 +171,81 @@ async def run_bench(
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+        if limit is not None:
+            with contextlib.suppress(Exception):
+                await client.delete_limit(BENCH_TYPE)
         await client.close()
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+#: Limits that do not bind, for ``--case limits``: what a limit costs when it admits all.
+LIMIT_CASES: dict[str, LimitSpec | None] = {
+    "unlimited": None,
+    "concurrency limit": LimitSpec(concurrency=1_000_000),
+    "rate limit": LimitSpec(rate_limit="1000000/s"),
+}
+
+
+def limits_main(
+    tasks: int = 20_000,
+    database_url: str | None = None,
+    as_json: bool = False,
+    concurrency: int = 64,
+    rounds: int = 2,
+) -> dict[str, Any]:
+    """``offload bench --case limits``: the same run without a limit, with a concurrency
+    limit and with a rate limit that do not bind, alternated ``rounds`` times; each limited
+    figure as a ratio to the unlimited runs of the same invocation (target ≥ 0.8)."""
+    import json
+    import statistics
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=as_json)
+    runs: dict[str, list[BenchResult]] = {name: [] for name in LIMIT_CASES}
+    for r in range(rounds):
+        for name, spec in LIMIT_CASES.items():
+            console.print(f"[dim]round {r + 1}/{rounds}: {name}…[/]")
+            runs[name].append(
+                asyncio.run(
+                    run_bench(
+                        tasks=tasks,
+                        latency_samples=1,
+                        database_url=database_url,
+                        concurrency=concurrency,
+                        limit=spec,
+                    )
+                )
+            )
+    base = statistics.median(x.processed_per_s for x in runs["unlimited"])
+    base_steady = statistics.median(x.steady_per_s for x in runs["unlimited"])
+    data: dict[str, Any] = {"rounds": rounds, "tasks": tasks, "cases": {}}
+    for name, results in runs.items():
+        proc = statistics.median(x.processed_per_s for x in results)
+        steady = statistics.median(x.steady_per_s for x in results)
+        data["cases"][name] = {
+            "processed_per_s": proc,
+            "steady_per_s": steady,
+            "ratio": proc / base if base else None,
+            "steady_ratio": steady / base_steady if base_steady else None,
+            "verified": all(x.verified for x in results),
+        }
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return data
+    table = Table(title=f"offload bench: limits that do not bind ({tasks} tasks, median of "
+                  f"{rounds} alternated runs)")  # fmt: skip
+    for col in ("case", "processed/s", "steady/s", "vs unlimited", "verified"):
+        table.add_column(col, justify="right" if col != "case" else "left")
+    for name, c in data["cases"].items():
+        table.add_row(
+            name, f"{c['processed_per_s']:,.0f}", f"{c['steady_per_s']:,.0f}",
+            f"{c['ratio']:.0%}" if c["ratio"] else "—", "yes" if c["verified"] else "NO",
+        )  # fmt: skip
+    console.print(table)
+    return data
 
 
 def main(

@@ -35,6 +35,14 @@ def bench(
         int, typer.Option("--concurrency", min=1, help="Worker concurrency (async no-op tasks).")
     ] = 64,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    case: Annotated[
+        str,
+        typer.Option(
+            "--case",
+            help="plain, or limits: unlimited vs a concurrency and a rate limit that do not "
+            "bind (ratios; target >= 80%).",
+        ),
+    ] = "plain",
     http: Annotated[
         bool,
         typer.Option(
@@ -73,6 +81,19 @@ def bench(
             code="unavailable",
         )
     bench_module = importlib.import_module("offload.bench")
+    if case == "limits":
+        data = bench_module.limits_main(
+            tasks=tasks, database_url=database_url or None, as_json=json_out,
+            concurrency=concurrency,
+        )  # fmt: skip
+        if not all(c["verified"] for c in data["cases"].values()):
+            raise CliError(
+                "the benchmark's results did not verify", code="bench_unverified",
+                reported=json_out,
+            )  # fmt: skip
+        return
+    if case != "plain":
+        raise CliError(f"unknown --case {case!r}", hint="use plain or limits", exit_code=EXIT_USAGE)
     figures = bench_module.main(
         tasks=tasks,
         latency_samples=latency_samples,

@@ -273,37 +273,42 @@ class FlowSql:
         self, cur: Any, where: str, base_args: list[Any], queues: list[str], want: int, now: float
     ) -> list[str]:
         """Ids to lease, in claim order, within every limit (see the module docstring)."""
-        limits = {
-            r["type"]: r
-            for r in cur.execute(f"SELECT * FROM task_limits ORDER BY type{self.d.for_update}")
-        }
-        capacity = {
-            r["name"]: int(r["capacity"])
-            for r in cur.execute(
-                f"SELECT name, capacity FROM resources ORDER BY name{self.d.for_update}"
-            )
-        }
+        if self.d.flow_lock:
+            # One lock for every limited claim in the cluster: whoever holds it counts
+            # usage after the previous holder committed, so no slot is handed out twice.
+            # Held back, it travels with the read below: one round trip for both.
+            cur.hold(self.d.flow_lock)
+        j = self.d.json_rows
+        state = cur.execute(
+            "SELECT "
+            + j("SELECT type, concurrency, rate_count, rate_period_s FROM task_limits",
+                ("type", "concurrency", "rate_count", "rate_period_s")) + " AS limits, "
+            + j("SELECT name, capacity FROM resources", ("name", "capacity")) + " AS caps, "
+            + j("SELECT limit_key, count(*) AS n FROM tasks WHERE limit_key IS NOT NULL "
+                f"AND status IN {_LIVE} GROUP BY limit_key", ("limit_key", "n")) + " AS running, "
+            + j(f"SELECT resources FROM tasks WHERE resources IS NOT NULL AND status IN {_LIVE}",
+                ("resources",)) + " AS used, "
+            + j("SELECT limit_key, tokens, updated_at FROM rate_buckets",
+                ("limit_key", "tokens", "updated_at")) + " AS buckets, "
+            + j("SELECT queue FROM queue_settings WHERE fairness = 'owner'", ("queue",))
+            + " AS fair"
+        ).fetchone()  # fmt: skip
+        limits = {r["type"]: r for r in loads(state["limits"])}
+        capacity = {r["name"]: int(r["capacity"]) for r in loads(state["caps"])}
         running: Counter[str] = Counter(
-            {
-                r["limit_key"]: int(r["n"])
-                for r in cur.execute(
-                    "SELECT limit_key, count(*) AS n FROM tasks WHERE limit_key IS NOT NULL "
-                    f"AND status IN {_LIVE} GROUP BY limit_key"
-                )
-            }
+            {r["limit_key"]: int(r["n"]) for r in loads(state["running"])}
         )
         used: Counter[str] = Counter()
-        for r in cur.execute(
-            f"SELECT resources FROM tasks WHERE resources IS NOT NULL AND status IN {_LIVE}"
-        ):
+        for r in loads(state["used"]):
             used.update(loads(r["resources"]) or {})
         buckets: dict[str, float] = {}
-        for r in cur.execute(f"SELECT * FROM rate_buckets{self.d.for_update}"):
+        for r in loads(state["buckets"]):
             lim = limits.get(r["limit_key"].split(KEY_SEPARATOR, 1)[0])
             if lim is not None and lim["rate_count"] is not None:
                 buckets[r["limit_key"]] = _refill(
                     r["tokens"], r["updated_at"], lim["rate_count"], lim["rate_period_s"], now
                 )
+        fair = {r["queue"] for r in loads(state["fair"])}
 
         def limit_of(key: str) -> Any:
             return limits.get(key.split(KEY_SEPARATOR, 1)[0])
@@ -334,10 +339,6 @@ class FlowSql:
             extra += f" AND (resources IS NULL OR {self.d.json_text('resources', name)} IS NULL)"
         # Over-pick: some candidates may still not fit (units short, a key filling up).
         cap = want * 2 + 16
-        fair = {
-            r["queue"]
-            for r in cur.execute("SELECT queue FROM queue_settings WHERE fairness = 'owner'")
-        }
         candidates: list[tuple[Any, ...]] = []
         for queue in queues:
             if queue in fair:

@@ -171,6 +171,14 @@ class Dialect:
             "WHERE c.value NOT IN (SELECT value FROM json_each(?)))"
         )
 
+    #: A statement that serialises limited claims (PostgreSQL); SQLite's writers already are.
+    flow_lock = ""
+
+    def json_rows(self, select: str, columns: Sequence[str]) -> str:
+        """Expression: the rows of ``select`` as the text of a JSON array of objects."""
+        fields = ", ".join(f"'{c}', {c}" for c in columns)
+        return f"(SELECT json_group_array(json_object({fields})) FROM ({select}))"
+
     def children_json(self, alias: str) -> str:
         """Expression: JSON array text of the ids of the tasks whose parent is ``alias``."""
         return (
