@@ -68,7 +68,8 @@ class WorkerProcesses:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: dict[int, Path] = {}
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "OFFLOAD_LOG_LEVEL": "INFO"}
+        pythonpath = f"{ROOT / 'src'}{os.pathsep}{ROOT}"  # this checkout's package first
+        self.env = {**os.environ, "PYTHONPATH": pythonpath, "OFFLOAD_LOG_LEVEL": "INFO"}
         self.env.pop("OFFLOAD_URL", None)
 
     def spawn(

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 
 from offload import __version__
-from offload.api import errors, routes_system, routes_tasks, routes_workers, sse
+from offload.api import errors, routes_agents, routes_system, routes_tasks, routes_workers, sse
 from offload.api.changes import ChangeFeed
 from offload.api.config import ApiSettings, is_loopback
 from offload.api.deps import ApiContext, TokenCache
@@ -85,6 +85,7 @@ def create_app(
     errors.install(app)
     app.include_router(routes_tasks.router)
     app.include_router(routes_workers.router)
+    app.include_router(routes_agents.router)
     app.include_router(sse.router)
     app.include_router(routes_system.router)
     app.include_router(routes_system.probes)

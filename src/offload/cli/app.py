@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from offload.cli import admin, dlq, info, mcp_cmd, tasks, workflow
+from offload.cli import admin, agents, dlq, info, mcp_cmd, tasks, workflow
 from offload.cli import serve as serve_cmd
 from offload.cli import token as token_cmd
 from offload.cli import worker as worker_cmd
@@ -31,6 +31,8 @@ app = typer.Typer(
 app.add_typer(tasks.app, name="task")
 app.add_typer(workflow.app, name="workflow")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(agents.app, name="agent")
+app.add_typer(agents.queue_app, name="queue")
 app.add_typer(admin.db_app, name="db")
 app.command("stats")(info.stats)
 app.command("types")(info.types)

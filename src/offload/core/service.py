@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from offload.core.agents import AgentService
 from offload.core.registry import Registry, TaskType
 from offload.domain.errors import (
     DependencyError,
@@ -81,6 +82,8 @@ class QueueService:
         self._estimates: dict[str, float] = {}
         self._estimates_at = float("-inf")
         self._requesters: dict[str | None, Requester] = {}
+        #: The agent registry, dispatch settings and auctions (PRODUCT.md §5).
+        self.agents = AgentService(self)
 
     # ------------------------------------------------------------------ building tasks
     def _requester(self, owner: str | None) -> Requester:
@@ -436,8 +439,9 @@ class QueueService:
         return await self.store.release(leases, self.clock.now())
 
     async def maintain(self) -> dict[str, int]:
-        """Reaper, promotions, deadlines."""
-        return await self.store.maintain(self.clock.now())
+        """Silent agents offline, then reaper (their leases too), promotions, deadlines."""
+        offline = await self.agents.reap()
+        return {**await self.store.maintain(self.clock.now()), "agents_offline": len(offline)}
 
     async def run_maintenance(
         self, interval_s: float = 1.0, stop: asyncio.Event | None = None

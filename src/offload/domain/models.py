@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+)
 
 from offload.domain.status import Status
 
@@ -549,6 +556,7 @@ class Agent(_Model):
     mean_duration_s: float | None = None
     created_at: datetime | None = None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def success_rate(self) -> float | None:
         """Share of finished attempts that completed, or None without history."""

@@ -28,9 +28,10 @@ from offload.domain.models import (
     TaskFilter,
     TokenInfo,
 )
+from offload.ports.agents import AgentStore
 
 
-class Store(Protocol):
+class Store(AgentStore, Protocol):
     """Durable task storage with lease-based claims."""
 
     url: str

@@ -38,7 +38,9 @@ from offload.client.base import AsyncClient, Client
 from offload.core.registry import Registry, TaskType, default_registry, load_task_modules
 from offload.domain.errors import InvalidInput, UnknownTaskType
 from offload.domain.models import (
+    Agent,
     AgentRegistration,
+    AgentStatus,
     ClaimRequest,
     Completion,
     Failure,
@@ -149,6 +151,8 @@ class Worker:
         self.name = name or f"worker-{socket.gethostname()}-{os.getpid()}"
         self.grace_s = grace_s
         self.prefetch = prefetch
+        #: Seconds between agent heartbeats ($OFFLOAD_AGENT_HEARTBEAT, default 10).
+        self.heartbeat_s = _heartbeat_interval()
         #: The agent id this worker registered as (set while running).
         self.agent_id: str | None = None
         #: Outcomes delivered and accepted, and the failures among them.
@@ -298,7 +302,14 @@ class Worker:
                 name="offload-leases",
             ),
             loop.create_task(
-                keep_agent_alive(client, agent_id, self._agent_metadata), name="offload-agent"
+                keep_agent_alive(
+                    client,
+                    agent_id,
+                    self._agent_metadata,
+                    self.heartbeat_s,
+                    self._on_agent_record,
+                ),
+                name="offload-agent",
             ),
             loop.create_task(maintain_forever(client), name="offload-maintain"),
         ]
@@ -373,6 +384,12 @@ class Worker:
             "processed": self.processed,
             "failed": self.failed,
         }
+
+    def _on_agent_record(self, agent: Agent) -> None:
+        # Draining (set by an operator): finish what is running, take nothing new.
+        if agent.status is AgentStatus.DRAINING and not self._stop_requested:
+            log.info("agent %s is draining: finishing current work, then stopping", agent.id)
+            self.stop()
 
     async def _stop_when(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -742,6 +759,16 @@ class Worker:
                 self.lease_ttl_s,
                 exc,
             )
+
+
+def _heartbeat_interval() -> float:
+    try:
+        value = Settings.from_env().agent_heartbeat_s
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="agent_heartbeat") from None
+    if not value > 0:
+        raise InvalidInput("agent heartbeat must be a positive number", field="agent_heartbeat")
+    return value
 
 
 class _OtherLoopClient:
