@@ -91,7 +91,8 @@ async def put_dispatch(
     """Change the mode, hybrid threshold or auction window (omitted fields stay). Admins."""
     caller.require(Role.ADMIN)
     settings = await ctx.service.agents.set_dispatch(queue, body)
-    ctx.feed.notify()  # the dispatcher looks again now
+    if ctx.dispatcher is not None:
+        ctx.dispatcher.wake()  # look at the queue again now
     return render.model(settings)
 
 
