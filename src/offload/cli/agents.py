@@ -21,7 +21,9 @@ from offload.cli.common import (
 from offload.domain.agents import DispatchMode
 from offload.domain.models import Agent, AgentKind, AgentRegistration, AgentStatus
 
-app = typer.Typer(help="Registered agents: list, workload, drain, register.", no_args_is_help=True)
+app = typer.Typer(
+    help="Agents: list, workload, drain, register, and serve a push agent.", no_args_is_help=True
+)
 queue_app = typer.Typer(help="Queue settings: how tasks reach agents.", no_args_is_help=True)
 
 AgentIdOpt = Annotated[str, typer.Option("--id", help="Agent id.", show_default=False)]

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from offload.cli import admin, agents, dlq, info, mcp_cmd, tasks, workflow
+from offload.cli import admin, agent_serve, agents, dlq, info, mcp_cmd, tasks, workflow
 from offload.cli import serve as serve_cmd
 from offload.cli import token as token_cmd
 from offload.cli import worker as worker_cmd
@@ -32,6 +32,7 @@ app.add_typer(tasks.app, name="task")
 app.add_typer(workflow.app, name="workflow")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(agents.app, name="agent")
+agents.app.command("serve")(agent_serve.agent_serve)
 app.add_typer(agents.queue_app, name="queue")
 app.add_typer(admin.db_app, name="db")
 app.command("stats")(info.stats)

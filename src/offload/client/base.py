@@ -311,6 +311,10 @@ class Client:
         """A queue's dispatch mode."""
         return self._run(self.aio.get_dispatch(queue))
 
+    def get_agent(self, agent_id: str) -> Agent:
+        """One agent with load and history."""
+        return self._run(self.aio.get_agent(agent_id))
+
     def available_agents(self, capability: str | None = None) -> builtins.list[Agent]:
         """Online agents with free capacity, least loaded first."""
         return self._run(self.aio.available_agents(capability))

@@ -258,15 +258,7 @@ class Worker:
         capabilities = self._capabilities()
         client = self._prepare(loop)
         try:
-            agent = await client.register_agent(
-                AgentRegistration(
-                    name=self.name,
-                    capabilities=dict.fromkeys(capabilities, 1.0),
-                    max_concurrency=min(self.concurrency, 100_000),
-                    queues=self.queues,
-                    metadata=self._agent_metadata(),
-                )
-            )
+            agent = await client.register_agent(self._registration(capabilities))
             self.agent_id = agent.id
             log.info(
                 "worker %s (agent %s): %d task types, queues %s, concurrency %d",
@@ -365,6 +357,16 @@ class Worker:
             self._run_in_thread, self.concurrency
         )
         return client
+
+    def _registration(self, capabilities: list[str]) -> AgentRegistration:
+        """The agent record this worker registers (push agents add an endpoint)."""
+        return AgentRegistration(
+            name=self.name,
+            capabilities=dict.fromkeys(capabilities, 1.0),
+            max_concurrency=min(self.concurrency, 100_000),
+            queues=self.queues,
+            metadata=self._agent_metadata(),
+        )
 
     def _capabilities(self) -> list[str]:
         if self.capabilities is not None:
