@@ -158,9 +158,9 @@ def test_assign_start_unassign(svc: Harness) -> None:
     register(svc, "p", {})
     low, high = submit(svc, priority=2), submit(svc, priority=9)
     pinned = submit(svc, agent_id="p")
-    assert [t.id for t in svc(store.dispatchable("default", 1, 10))] == [high.id, low.id]
+    # Pinned tasks are dispatchable too (the dispatcher sends them to their agent only).
+    assert [t.id for t in svc(store.dispatchable("default", 1, 10))] == [high.id, pinned.id, low.id]
     assert [t.id for t in svc(store.dispatchable("default", 8, 10))] == [high.id]
-    assert pinned.id not in {t.id for t in svc(store.dispatchable("default", 1, 10))}
     task = svc(store.assign(high.id, "p", AssignmentMethod.ASSIGNED, 30, now(), ["q"]))
     assert task.status is Status.ASSIGNED and task.assignment.method.value == "assigned"
     assert task.assignment.collaborators == ["q"] and task.attempt == 1

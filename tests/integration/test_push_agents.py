@@ -195,3 +195,24 @@ def agent_registration(agent, queues: list[str]):  # type: ignore[no-untyped-def
         id=agent.id, name=agent.name, kind=agent.kind, capabilities=agent.capabilities,
         max_concurrency=agent.max_concurrency, queues=queues, endpoint=agent.endpoint,
     )  # fmt: skip
+
+
+def test_swarm_and_team_on_real_agents(tmp_path: Path, procs: Processes) -> None:
+    _, url = procs.serve(env_for(tmp_path, SERVER_HEARTBEAT), "--no-worker")
+    start_agent(procs, tmp_path, url, "ant-1", "data_analysis:0.9")
+    start_agent(procs, tmp_path, url, "ant-2", "data_analysis:0.7")
+    with offload.Client(url) as client:
+        client.set_dispatch("default", mode="push")
+        parent = client.submit("ag.analyze", {"values": [1, 3]},
+                               team={"mode": "swarm", "size": 2})  # fmt: skip
+        done = client.wait(parent.id, timeout=30)
+        assert done.status is Status.COMPLETED and set(done.result) == {"ant-1", "ant-2"}
+        assert done.result["ant-1"]["mean"] == 2 == done.result["ant-2"]["mean"]
+        assert done.result["ant-1"]["pid"] != done.result["ant-2"]["pid"]
+
+        team = client.submit("ag.analyze", {"values": [5]},
+                             team={"size": 2, "roles": ["analyst", "checker"]})  # fmt: skip
+        done = client.wait(team.id, timeout=30)
+        assert done.status is Status.COMPLETED
+        assert done.assignment.agent_id == "ant-1" and done.assignment.collaborators == ["ant-2"]
+        assert done.assignment.roles == {"ant-1": "analyst", "ant-2": "checker"}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from offload.core.scoring import TypeHistory
+from offload.core.teams import pick_collaborators, pick_swarm
 from offload.domain.agents import (
     MISSED_HEARTBEATS,
     AgentWorkload,
@@ -18,7 +20,7 @@ from offload.domain.agents import (
     QueueDispatchUpdate,
 )
 from offload.domain.errors import InvalidInput
-from offload.domain.models import Agent, AgentStatus
+from offload.domain.models import Agent, AgentStatus, Task, TaskSpec, TeamMode, WorkflowSpec
 
 if TYPE_CHECKING:
     from offload.core.service import QueueService
@@ -94,6 +96,79 @@ class AgentService:
     async def set_dispatch(self, queue: str, update: QueueDispatchUpdate) -> QueueDispatch:
         """Change a queue's dispatch mode, hybrid threshold or auction window."""
         return await self._queue.store.set_queue_dispatch(_queue_name(queue), update, self._now())
+
+    # ------------------------------------------------------------------ teams
+    async def submit_swarm(self, spec: TaskSpec, owner: str | None = None) -> Task:
+        """``team: {mode: swarm, size: n}``: the task on ``n`` different agents, as a
+        workflow whose children are pinned one per agent; the parent's result merges
+        theirs keyed by agent id (see :mod:`offload.core.teams`)."""
+        team = spec.team
+        if team is None or team.mode is not TeamMode.SWARM:
+            raise InvalidInput("not a swarm task", field="team")
+        if spec.agent_id is not None:
+            raise InvalidInput("a swarm task cannot be pinned to one agent", field="agent_id")
+        task_type = self._queue.registry.get(spec.type)
+        required = sorted(set(task_type.capabilities) | set(spec.capabilities or []))
+        queue = spec.queue if spec.queue != "default" else task_type.queue
+        now = self._now()
+        members = pick_swarm(
+            required,
+            task_type.name,
+            queue,
+            team.size,
+            await self._queue.store.push_candidates(),
+            {k: TypeHistory(*v) for k, v in (await self._queue.store.agent_history(now)).items()},
+        )
+        if len(members) < team.size:
+            raise InvalidInput(
+                f"a swarm of {team.size} needs {team.size} online agents able to run "
+                f"{spec.type} on queue {queue!r}; {len(members)} are",
+                field="team.size",
+                details={"available": [a.id for a in members]},
+            )
+        children = [
+            spec.model_copy(
+                update={
+                    "team": None,
+                    "agent_id": agent.id,
+                    "ref": agent.id if len(agent.id) <= 100 else f"member{i + 1}",
+                    "idempotency_key": None,
+                    "depends_on": [],
+                }
+            )
+            for i, agent in enumerate(members)
+        ]
+        workflow = WorkflowSpec(
+            title=spec.title or f"swarm of {team.size}: {spec.type}",
+            description=spec.description,
+            tasks=children,
+            priority=spec.priority,
+            tags=spec.tags,
+            queue=queue,
+            owner=spec.owner,
+            requester=spec.requester,
+            idempotency_key=spec.idempotency_key,
+            metadata={**spec.metadata, "team": team.model_dump(mode="json")},
+        )
+        return await self._queue.submit_workflow(workflow, owner)
+
+    async def staff_teams(self, tasks: list[Task], primary: str) -> list[Task]:
+        """Name collaborators for claimed team tasks (``primary`` claimed them)."""
+        agents: list[Agent] | None = None
+        out = []
+        for task in tasks:
+            team = task.team
+            if team is None or team.mode is not TeamMode.TEAM or task.lease is None:
+                out.append(task)
+                continue
+            if agents is None:
+                agents = await self._queue.store.push_candidates()
+            collaborators, roles = pick_collaborators(primary, task, team, agents)
+            staffed = await self._queue.store.set_team(
+                task.id, task.lease.id, collaborators, roles, self._now()
+            )
+            out.append(staffed or task)
+        return out
 
     # ------------------------------------------------------------------ auctions
     async def bid(self, task_id: str, bid: BidSpec, owner: str | None = None) -> Bid:

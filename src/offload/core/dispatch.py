@@ -32,8 +32,9 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from offload.core.scoring import DEFAULT_WEIGHTS, TypeHistory, Weights, rank_agents
+from offload.core.teams import pick_collaborators
 from offload.domain.agents import Bid, DispatchMode, QueueDispatch
-from offload.domain.models import Agent, AgentStatus, AssignmentMethod, Task
+from offload.domain.models import Agent, AgentStatus, AssignmentMethod, Task, TeamMode
 
 if TYPE_CHECKING:
     from offload.core.service import QueueService
@@ -163,7 +164,7 @@ class Dispatcher:
         min_priority = mode.hybrid_threshold if mode.mode is DispatchMode.HYBRID else 1
         tasks = await self.service.store.dispatchable(mode.queue, min_priority, BATCH)
         for task in tasks:
-            if mode.mode is DispatchMode.AUCTION:
+            if mode.mode is DispatchMode.AUCTION and task.agent_id is None:
                 await self._announce(task, mode, state)
             else:
                 await self._push(task, state, AssignmentMethod.ASSIGNED)
@@ -178,6 +179,8 @@ class Dispatcher:
             and task.queue in a.queues
             and a.id not in state.busy
             and (only is None or a.id in only)
+            # A pinned task (e.g. a swarm member) goes to its agent or waits for it.
+            and (task.agent_id is None or a.id == task.agent_id)
         ]
         return [a for _, a in rank_agents(agents, task.capabilities, task.type, state.history,
                                           weights=self.weights)]  # fmt: skip
@@ -192,7 +195,16 @@ class Dispatcher:
         """Assign ``task`` to the first candidate that accepts it; True when one did."""
         store, clock = self.service.store, self.service.clock
         for agent in candidates if candidates is not None else self._candidates(task, state):
-            assigned = await store.assign(task.id, agent.id, method, self.lease_ttl_s, clock.now())
+            collaborators: list[str] = []
+            roles: dict[str, str] = {}
+            if task.team is not None and task.team.mode is TeamMode.TEAM:
+                collaborators, roles = pick_collaborators(
+                    agent.id, task, task.team, state.agents.values(), state.history,
+                    weights=self.weights,
+                )  # fmt: skip
+            assigned = await store.assign(
+                task.id, agent.id, method, self.lease_ttl_s, clock.now(), collaborators, roles
+            )
             if assigned is None or assigned.lease is None:
                 return True  # someone else (a puller, another dispatcher) has it
             outcome = await self.pusher.execute(agent, assigned)

@@ -49,6 +49,7 @@ from offload.domain.models import (
     TaskPage,
     TaskSpec,
     TaskTypeInfo,
+    TeamMode,
     WorkflowSpec,
 )
 from offload.domain.rules import check_acyclic, find_refs, validate_json_size
@@ -134,6 +135,11 @@ class QueueService:
             raise InvalidInput(
                 "submit workflows with submit_workflow (POST /v1/workflows)", field="type"
             )
+        if spec.team is not None and spec.team.mode is TeamMode.SWARM:
+            raise InvalidInput(
+                "a swarm task is submitted on its own (not in a batch or workflow)",
+                field="team",
+            )
         tt = self.registry.get(spec.type)
         task_input = self._validated_input(tt, spec)
         owner = spec.owner if owner is None else owner
@@ -158,7 +164,7 @@ class QueueService:
             estimated_duration_s=await self._estimate(tt, spec),
             idempotency_key=spec.idempotency_key,
             cache_ttl_s=spec.cache_ttl_s if spec.cache_ttl_s is not None else tt.cache_ttl_s,
-            complexity=spec.complexity, metadata=spec.metadata, review=spec.review,
+            complexity=spec.complexity, metadata=spec.metadata, review=spec.review, team=spec.team,
             children=[], lease=None, assignment=None, attempt=0, checkpoints=[], artifacts=[],
             result=None, error=None, errors=[], cache_hit=False, progress=0.0,
             current_step=None, queued_at=None, started_at=None, finished_at=None,
@@ -168,6 +174,8 @@ class QueueService:
     # ------------------------------------------------------------------ submit
     async def submit(self, spec: TaskSpec, owner: str | None = None) -> Task:
         """Create one task (durable once this returns)."""
+        if spec.team is not None and spec.team.mode is TeamMode.SWARM:
+            return await self.agents.submit_swarm(spec, owner)
         return (await self.submit_many([spec], owner))[0]
 
     async def submit_many(
@@ -404,8 +412,11 @@ class QueueService:
         return await self.store.list_agents()
 
     async def claim(self, req: ClaimRequest) -> builtins.list[Task]:
-        """Lease work."""
-        return await self.store.claim(req, self.clock.now())
+        """Lease work (and name collaborators for team tasks among it)."""
+        tasks = await self.store.claim(req, self.clock.now())
+        if tasks and any(t.team is not None for t in tasks):
+            return await self.agents.staff_teams(tasks, req.agent_id)
+        return tasks
 
     async def wait_for_work(self, timeout: float, since: int | None = None) -> bool:
         """Until the database changes (after ``since``, a :meth:`change_token`) or

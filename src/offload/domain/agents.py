@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from offload.domain.models import Agent, AgentStatus, Task
 
@@ -88,26 +88,3 @@ class Bid(_Model):
     cost: float
     eta_s: float
     at: datetime
-
-
-class TeamMode(StrEnum):
-    """How a team works on a task."""
-
-    #: One primary does the work; the collaborators are named in the assignment.
-    TEAM = "team"
-    #: The same task runs on ``size`` agents; their results are merged into the parent.
-    SWARM = "swarm"
-
-
-class Team(_Model):
-    """``team`` on a task: how many agents, in which roles."""
-
-    size: int = Field(2, ge=1, le=50)
-    roles: list[str] = Field(default_factory=list, max_length=50)
-    mode: TeamMode = TeamMode.TEAM
-
-    @model_validator(mode="after")
-    def _roles_fit(self) -> Team:
-        if self.roles and len(self.roles) > self.size:
-            raise ValueError("more roles than team members")
-        return self

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     computed_field,
     field_validator,
+    model_validator,
 )
 
 from offload.domain.status import Status
@@ -184,6 +185,8 @@ class Assignment(_Model):
     collaborators: list[str] = Field(default_factory=list)
     assigned_at: datetime | None = None
     method: AssignmentMethod = AssignmentMethod.CLAIMED
+    #: For team tasks: each member's role (agent id → role), when roles were given.
+    roles: dict[str, str] = Field(default_factory=dict)
 
 
 class ErrorInfo(_Model):
@@ -235,6 +238,36 @@ class Review(_Model):
     required: bool = False
     max_rounds: int = 3
     rounds: int = 0
+
+
+class TeamMode(StrEnum):
+    """How a team works on a task."""
+
+    #: One primary does the work; the collaborators are named in the assignment.
+    TEAM = "team"
+    #: The same task runs on ``size`` agents; their results are merged into a parent.
+    SWARM = "swarm"
+
+
+class Team(_Model):
+    """``team`` on a task (PRODUCT.md §5): how many agents, in which roles."""
+
+    size: int = Field(2, ge=1, le=50)
+    roles: list[str] = Field(default_factory=list, max_length=50)
+    mode: TeamMode = TeamMode.TEAM
+
+    @field_validator("roles")
+    @classmethod
+    def _no_blank_roles(cls, v: list[str]) -> list[str]:
+        if any(not r.strip() for r in v):
+            raise ValueError("roles must be non-empty names")
+        return v
+
+    @model_validator(mode="after")
+    def _roles_fit(self) -> Team:
+        if len(self.roles) > self.size:
+            raise ValueError(f"{len(self.roles)} roles for a team of {self.size}")
+        return self
 
 
 class Complexity(StrEnum):
@@ -294,6 +327,8 @@ class Task(_Model):
     errors: list[ErrorInfo] = Field(default_factory=list)
     review: Review | None = None
     cache_hit: bool = False
+    #: A team of agents (primary + collaborators), or a swarm (PRODUCT.md §5).
+    team: Team | None = None
     # timing
     created_at: datetime
     updated_at: datetime
@@ -356,6 +391,8 @@ class TaskSpec(_Model):
     complexity: Complexity | None = None
     metadata: dict[str, JSON] = Field(default_factory=dict)
     review: Review | None = None
+    #: Work by a team: a primary and collaborators, or a swarm of ``size`` agents.
+    team: Team | None = None
     #: Inside a workflow: this child's name, referenced by siblings' ``depends_on``/``$ref``.
     ref: str | None = Field(None, max_length=100)
 

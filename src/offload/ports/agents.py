@@ -4,7 +4,7 @@ failover, dispatch settings, push assignment and auctions. Part of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from offload.domain.agents import AgentWorkload, Bid, BidSpec, QueueDispatch, QueueDispatchUpdate
@@ -46,7 +46,7 @@ class AgentStore(Protocol):
         ...
 
     async def dispatchable(self, queue: str, min_priority: int, limit: int) -> list[Task]:
-        """Queued, unpinned tasks not under auction, best first."""
+        """Queued tasks never up for auction, best first."""
         ...
 
     async def push_candidates(self) -> list[Agent]:
@@ -65,9 +65,21 @@ class AgentStore(Protocol):
         lease_ttl_s: float,
         now: float,
         collaborators: Sequence[str] = (),
+        roles: Mapping[str, str] | None = None,
     ) -> Task | None:
         """Queued → assigned with a lease for ``agent_id`` (event ``task.assigned``); None
         if the task is no longer queued."""
+        ...
+
+    async def set_team(
+        self,
+        task_id: str,
+        lease_id: str,
+        collaborators: Sequence[str],
+        roles: Mapping[str, str],
+        now: float,
+    ) -> Task | None:
+        """Record a leased task's collaborators and roles (event ``team.formed``)."""
         ...
 
     async def start_assigned(self, task_id: str, lease_id: str, now: float) -> bool:

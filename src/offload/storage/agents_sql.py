@@ -8,7 +8,7 @@ backend hooks (``_run``/``_write``/``_read``) and SQL both backends accept. Agen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from offload.domain.agents import (
@@ -187,14 +187,14 @@ class AgentsSql:
 
     # ------------------------------------------------------------------ push assignment
     async def dispatchable(self, queue: str, min_priority: int, limit: int) -> list[Task]:
-        """Queued tasks of ``queue`` the dispatcher may place, best first: not pinned to an
-        agent and not under an open auction."""
+        """Queued tasks of ``queue`` the dispatcher may place, best first, leaving out
+        tasks that are or were up for auction."""
 
         def q(cur: Any) -> list[Task]:
             rows = cur.execute(
                 "SELECT * FROM tasks WHERE status = 'queued' AND queue = ? AND priority >= ? "
-                "AND agent_id IS NULL AND NOT EXISTS (SELECT 1 FROM auctions au "
-                "WHERE au.task_id = tasks.id AND au.closed = 0) ORDER BY sort_key LIMIT ?",
+                "AND NOT EXISTS (SELECT 1 FROM auctions au WHERE au.task_id = tasks.id) "
+                "ORDER BY sort_key LIMIT ?",
                 (queue, min_priority, limit),
             ).fetchall()
             return [row_to_task(r) for r in rows]
@@ -245,6 +245,7 @@ class AgentsSql:
         lease_ttl_s: float,
         now: float,
         collaborators: Sequence[str] = (),
+        roles: Mapping[str, str] | None = None,
     ) -> Task | None:
         """Move a queued task to ``assigned`` for ``agent_id`` with a fresh lease. None when
         the task is no longer queued (claimed or assigned elsewhere meanwhile)."""
@@ -256,6 +257,7 @@ class AgentsSql:
                 "collaborators": list(collaborators),
                 "assigned_at": dt(now).isoformat(),  # type: ignore[union-attr]
                 "method": method.value,
+                "roles": dict(roles or {}),
             }
             row = cur.execute(
                 "UPDATE tasks SET status = 'assigned', lease_id = ?, lease_holder = ?, "
@@ -277,6 +279,39 @@ class AgentsSql:
                  "attempt": row["attempt"], "collaborators": list(collaborators)},
             )  # fmt: skip
             return row_to_task(row)
+
+        return await self._run(self._write, w)
+
+    async def set_team(
+        self,
+        task_id: str,
+        lease_id: str,
+        collaborators: Sequence[str],
+        roles: Mapping[str, str],
+        now: float,
+    ) -> Task | None:
+        """Record a claimed task's collaborators and roles (event ``team.formed``), fenced
+        by the lease; None if the lease is no longer live."""
+
+        def w(cur: Any) -> Task | None:
+            row = cur.execute(
+                "SELECT assignment FROM tasks WHERE id = ? AND lease_id = ? "
+                f"AND status IN {_LEASED}",
+                (task_id, lease_id),
+            ).fetchone()
+            if row is None:
+                return None
+            assignment = loads(row["assignment"]) or {}
+            assignment["collaborators"] = list(collaborators)
+            assignment["roles"] = dict(roles)
+            updated = cur.execute(
+                "UPDATE tasks SET assignment = ?, updated_at = ? WHERE id = ? RETURNING *",
+                (dumps(assignment), now, task_id),
+            ).fetchone()
+            _event(cur, task_id, now, "team.formed", "dispatcher",
+                   {"primary": assignment.get("agent_id"), "collaborators": list(collaborators),
+                    "roles": dict(roles)})  # fmt: skip
+            return row_to_task(updated)
 
         return await self._run(self._write, w)
 

@@ -28,3 +28,6 @@ CREATE TABLE auction_bids (
 
 -- The maintenance pass finds silent agents without scanning offline ones.
 CREATE INDEX agents_live ON agents (last_heartbeat) WHERE status != 'offline';
+
+-- A task's team ({size, roles, mode}); NULL for the usual one-agent task.
+ALTER TABLE tasks ADD COLUMN team TEXT;
