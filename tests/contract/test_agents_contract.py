@@ -205,3 +205,20 @@ def test_auction_bids(svc: Harness) -> None:
     assert svc(store.close_auction(task.id, now())) is None
     assert [b.cost for b in svc(svc.service.agents.bids(task.id))] == [2, 5]
     assert kinds(svc).count("auction.bid") == 2 and "auction.announced" in kinds(svc)
+
+
+def test_draining_agent_claims_nothing(svc: Harness) -> None:
+    register(svc, "d", {})
+    task = submit(svc)
+    svc(svc.service.agents.set_status("d", AgentStatus.DRAINING))
+    assert claim(svc, "d") == []
+    assert [t.id for t in claim(svc, "other")] == [task.id]
+    svc(svc.service.agents.set_status("d", AgentStatus.ONLINE))
+    second = submit(svc)
+    assert [t.id for t in claim(svc, "d")] == [second.id]
+    # A drain set elsewhere (another server) is seen after the next maintenance pass.
+    svc(svc.service.store.set_agent_status("d", AgentStatus.DRAINING, svc.clock.now()))
+    third = submit(svc)
+    svc(svc.service.maintain())
+    assert claim(svc, "d") == []
+    assert svc(svc.service.get(third.id)).status is Status.QUEUED

@@ -31,6 +31,9 @@ class AgentService:
 
     def __init__(self, queue: QueueService) -> None:
         self._queue = queue
+        #: Agents draining, as of the last maintenance pass (or status change here): their
+        #: claims get nothing, without a query on the claim path.
+        self.draining: frozenset[str] = frozenset()
 
     @property
     def heartbeat_s(self) -> float:
@@ -82,10 +85,17 @@ class AgentService:
                 "busy is reported by the agent itself; set online, draining or offline",
                 field="status",
             )
-        return await self._queue.store.set_agent_status(agent_id, status, self._now())
+        agent = await self._queue.store.set_agent_status(agent_id, status, self._now())
+        if status is AgentStatus.DRAINING:
+            self.draining = self.draining | {agent_id}
+        else:
+            self.draining = self.draining - {agent_id}
+        return agent
 
     async def reap(self) -> list[str]:
-        """Take silent agents offline (three missed heartbeats) and expire their leases."""
+        """Take silent agents offline (three missed heartbeats) and expire their leases;
+        refresh which agents are draining."""
+        self.draining = frozenset(await self._queue.store.draining_agents())
         return await self._queue.store.reap_agents(self._now(), self.offline_after_s)
 
     # ------------------------------------------------------------------ dispatch settings

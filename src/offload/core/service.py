@@ -412,7 +412,10 @@ class QueueService:
         return await self.store.list_agents()
 
     async def claim(self, req: ClaimRequest) -> builtins.list[Task]:
-        """Lease work (and name collaborators for team tasks among it)."""
+        """Lease work (and name collaborators for team tasks among it). A draining agent
+        gets nothing."""
+        if req.agent_id in self.agents.draining:
+            return []
         tasks = await self.store.claim(req, self.clock.now())
         if tasks and any(t.team is not None for t in tasks):
             return await self.agents.staff_teams(tasks, req.agent_id)

@@ -31,6 +31,10 @@ class AgentStore(Protocol):
         ``agent.offline``); returns those this call changed. Safe from many processes."""
         ...
 
+    async def draining_agents(self) -> set[str]:
+        """Ids of the agents now draining."""
+        ...
+
     async def get_queue_dispatch(self, queue: str) -> QueueDispatch:
         """A queue's dispatch settings (``pull`` when never set)."""
         ...

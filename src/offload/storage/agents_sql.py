@@ -129,7 +129,27 @@ class AgentsSql:
                 )  # fmt: skip
             return ids
 
+        def silent(cur: Any) -> bool:
+            row = cur.execute(
+                "SELECT 1 FROM agents WHERE status != 'offline' AND last_heartbeat < ? LIMIT 1",
+                (now - offline_after_s,),
+            ).fetchone()
+            return row is not None
+
+        # Every maintenance pass asks; a read first keeps the usual answer (nobody is
+        # silent) from taking the write lock.
+        if not await self._run(self._read, silent):
+            return []
         return await self._run(self._write, w)
+
+    async def draining_agents(self) -> set[str]:
+        """Ids of the agents now draining."""
+
+        def q(cur: Any) -> set[str]:
+            rows = cur.execute("SELECT id FROM agents WHERE status = 'draining'").fetchall()
+            return {r["id"] for r in rows}
+
+        return await self._run(self._read, q)
 
     @staticmethod
     def _expire_agent_leases(cur: Any, agent_ids: Sequence[str], now: float) -> int:
