@@ -107,3 +107,13 @@ def test_queue_dispatch(cli: Cli, tmp_path: Path) -> None:
     assert got["mode"] == "hybrid" and got["hybrid_threshold"] == 7
     proc = cli("queue", "dispatch", "jobs", "--mode", "lottery")
     assert proc.returncode == 2
+
+
+def test_agent_serve_errors_are_one_line(cli: Cli) -> None:
+    proc = cli("agent", "serve", "--port", "0")
+    assert proc.returncode == 1 and "--server" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("agent", "serve", "--port", "0", "--server", "127.0.0.1:1")
+    assert proc.returncode == 1 and "http://" in proc.stderr
+    proc = cli("agent", "serve", "--port", "0", "--server", "http://127.0.0.1:1")
+    assert proc.returncode == 1 and "cannot reach" in proc.stderr
+    assert "Traceback" not in proc.stderr

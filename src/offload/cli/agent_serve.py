@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
 from offload.cli.common import split_list, stderr
 from offload.domain.models import AgentKind
-
-if TYPE_CHECKING:
-    from offload.client.http import HttpClient
-    from offload.worker.push import PushWorker
 
 
 def agent_serve(
@@ -86,10 +82,7 @@ def agent_serve(
 
     from offload.api.server import listen
     from offload.cli.agents import parse_capabilities
-    from offload.client.http import HttpClient
-    from offload.core.registry import default_registry
     from offload.domain.errors import InvalidInput
-    from offload.worker.push import PushWorker
     from offload.worker.runtime import load_imports
 
     logging.basicConfig(
@@ -103,43 +96,52 @@ def agent_serve(
         )
     load_imports(split_list(imports) + split_list([os.environ.get("OFFLOAD_IMPORTS", "")]))
     proficiency = parse_capabilities(capabilities)
-    if not proficiency:
-        needed = {c for t in default_registry if t.executable for c in t.capabilities}
-        proficiency = dict.fromkeys(sorted(needed), 1.0)
     sock = listen(host, port)
     bound_port = sock.getsockname()[1]
-    endpoint = advertise or f"http://{host}:{bound_port}"
     ident = agent_id or f"agent-{socket.gethostname()}-{bound_port}"
-    client = HttpClient(url, token=os.environ.get("OFFLOAD_TOKEN") or None)
-    worker = PushWorker(
-        client,
-        endpoint=endpoint,
-        proficiency=proficiency,
-        agent_id=ident,
-        kind=kind,
-        registry=default_registry,
-        concurrency=max_concurrency,
-        queues=split_list(queues) or ["default"],
-        name=name or ident,
-        grace_s=grace,
-    )
-    stderr().print(
-        f"offload agent {ident} · {endpoint} · server {url} · capabilities "
-        f"{', '.join(f'{k}:{v:g}' for k, v in proficiency.items()) or 'none'}"
-        f" · max concurrency {max_concurrency}",
-        markup=False,
-        soft_wrap=True,
-    )
+    options = {
+        "endpoint": advertise or f"http://{host}:{bound_port}",
+        "agent_id": ident,
+        "kind": kind,
+        "concurrency": max_concurrency,
+        "queues": split_list(queues) or ["default"],
+        "name": name or ident,
+        "grace_s": grace,
+    }
     # A second Ctrl-C while stopping skips the rest of the graceful shutdown.
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(worker, client, sock, log_level.lower()))
+        asyncio.run(_run(url, proficiency, options, sock, log_level.lower()))
 
 
-async def _run(worker: PushWorker, client: HttpClient, sock: socket.socket, log_level: str) -> None:
+async def _run(
+    url: str,
+    proficiency: dict[str, float],
+    options: dict[str, Any],
+    sock: socket.socket,
+    log_level: str,
+) -> None:
     from offload.api.agent_service import serve_agent
+    from offload.client.factory import connect
+    from offload.core.registry import default_registry
+    from offload.worker.push import PushWorker
 
     try:
-        await serve_agent(worker, sock, log_level)
+        # connect() also registers the built-in task types next to --import's.
+        client = await connect(url)
+        if not proficiency:
+            needed = {c for t in default_registry if t.executable for c in t.capabilities}
+            proficiency = dict.fromkeys(sorted(needed), 1.0)
+        worker = PushWorker(client, proficiency=proficiency, registry=default_registry, **options)
+        stderr().print(
+            f"offload agent {options['agent_id']} · {options['endpoint']} · server {url} · "
+            f"capabilities {', '.join(f'{k}:{v:g}' for k, v in proficiency.items()) or 'none'}"
+            f" · max concurrency {options['concurrency']}",
+            markup=False,
+            soft_wrap=True,
+        )
+        try:
+            await serve_agent(worker, sock, log_level)
+        finally:
+            await client.close()
     finally:
         sock.close()
-        await client.close()
