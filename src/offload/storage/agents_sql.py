@@ -31,6 +31,7 @@ _LEASED = "('assigned', 'running')"
 _EVENT_SQL = "INSERT INTO task_events (task_id, at, kind, actor, data) VALUES (?, ?, ?, ?, ?)"
 #: Only this much history feeds the specialization score (recent work says the most).
 HISTORY_WINDOW_S = 7 * 86400.0
+HISTORY_ROWS = 20_000
 
 
 def _event(cur: Any, subject: str, at: float, kind: str, actor: str | None, data: Any) -> None:
@@ -222,21 +223,32 @@ class AgentsSql:
         return await self._run(self._read, q)
 
     async def push_candidates(self) -> list[Agent]:
-        """Agents that may receive work now (online, below their limit) with live load;
-        history columns are left empty (see :meth:`agent_history`)."""
+        """Agents that may receive work now (online) with their live load; history columns
+        are left empty (see :meth:`agent_history`)."""
 
         def q(cur: Any) -> list[Agent]:
+            # Load from live leases only (the tasks_leases index): counting an agent's rows
+            # by assigned_agent would walk its whole history on every pass.
+            held = {
+                r["holder"]: int(r["n"])
+                for r in cur.execute(
+                    "SELECT lease_holder AS holder, count(*) AS n FROM tasks "
+                    f"WHERE lease_id IS NOT NULL AND status IN {_LEASED} GROUP BY lease_holder"
+                ).fetchall()
+            }
             rows = cur.execute(
-                "SELECT a.*, (SELECT count(*) FROM tasks t WHERE t.assigned_agent = a.id "
-                f"AND t.status IN {_LEASED}) AS load, 0 AS completed, 0 AS failed, "
-                "NULL AS mean_duration_s FROM agents a WHERE a.status = 'online'"
+                "SELECT a.*, 0 AS load, 0 AS completed, 0 AS failed, NULL AS mean_duration_s "
+                "FROM agents a WHERE a.status = 'online'"
             ).fetchall()
+            for r in rows:
+                r["load"] = held.get(r["id"], 0)
             return [row_to_agent(r) for r in rows]
 
         return await self._run(self._read, q)
 
     async def agent_history(self, now: float) -> dict[tuple[str, str], tuple[int, int, float]]:
-        """Per ``(agent, task type)`` over the last week: completed, failed, mean seconds."""
+        """Per ``(agent, task type)`` over recent work (the last week, at most the newest
+        :data:`HISTORY_ROWS` finished tasks): completed, failed, mean seconds."""
 
         def q(cur: Any) -> dict[tuple[str, str], tuple[int, int, float]]:
             rows = cur.execute(
@@ -244,9 +256,10 @@ class AgentsSql:
                 "sum(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS ok, "
                 "sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS bad, "
                 "avg(CASE WHEN status = 'completed' THEN actual_duration_s END) AS mean_s "
-                "FROM tasks WHERE finished_at > ? AND assigned_agent IS NOT NULL "
-                "GROUP BY assigned_agent, type",
-                (now - HISTORY_WINDOW_S,),
+                "FROM (SELECT assigned_agent, type, status, actual_duration_s FROM tasks "
+                "WHERE finished_at > ? ORDER BY finished_at DESC LIMIT ?) recent "
+                "WHERE assigned_agent IS NOT NULL GROUP BY assigned_agent, type",
+                (now - HISTORY_WINDOW_S, HISTORY_ROWS),
             ).fetchall()
             return {
                 (r["assigned_agent"], r["type"]): (
