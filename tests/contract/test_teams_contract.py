@@ -109,3 +109,39 @@ def test_swarm_errors(svc: Harness) -> None:
         spec(team={"size": 1, "roles": ["a", "b"]})
     with pytest.raises(ValidationError):
         spec(team={"size": 0})
+
+
+def test_swarm_member_of_a_lost_agent_moves_to_another(svc: Harness) -> None:
+    for name in ("s1", "s2", "s3"):
+        register(svc, name, {"x": 1.0})
+    parent = svc(svc.service.submit(spec(capabilities=["x"], team={"mode": "swarm", "size": 2})))
+    kids = svc(svc.service.list(TaskFilter(parent_id=parent.id))).tasks
+    assert sorted(k.agent_id for k in kids) == ["s1", "s2"]
+    (lost,) = svc(svc.service.claim(ClaimRequest(agent_id="s1", capabilities=["x"])))
+    svc.clock.advance(20)
+    svc(svc.service.agent_heartbeat("s2"))
+    svc(svc.service.agent_heartbeat("s3"))
+    svc.clock.advance(11)
+    done = svc(svc.service.maintain())
+    assert done["agents_offline"] == 1 and done["swarm_repinned"] == 1
+    moved = svc(svc.service.get(lost.id))
+    assert moved.status is Status.QUEUED and moved.agent_id == "s3" and moved.ref == "s3"
+    assert "swarm.repinned" in [e.kind for e in svc(svc.service.events(lost.id))]
+    for name in ("s2", "s3"):
+        (mine,) = svc(svc.service.claim(ClaimRequest(agent_id=name, capabilities=["x"])))
+        svc(svc.service.complete([Completion(task_id=mine.id, lease_id=mine.lease.id,
+                                             result=name)]))  # fmt: skip
+    assert svc(svc.service.get(parent.id)).result == {"s2": "s2", "s3": "s3"}
+
+
+def test_ordinary_pins_wait_for_their_agent(svc: Harness) -> None:
+    register(svc, "p", {})
+    register(svc, "q", {})
+    wf = svc(svc.service.submit_workflow(WorkflowSpec(tasks=[spec(agent_id="p")])))
+    svc.clock.advance(20)
+    svc(svc.service.agent_heartbeat("q"))
+    svc.clock.advance(11)
+    done = svc(svc.service.maintain())
+    assert done["agents_offline"] == 1 and done["swarm_repinned"] == 0
+    (child,) = svc(svc.service.list(TaskFilter(parent_id=wf.id))).tasks
+    assert child.agent_id == "p"

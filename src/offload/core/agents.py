@@ -162,6 +162,35 @@ class AgentService:
         )
         return await self._queue.submit_workflow(workflow, owner)
 
+    async def repin_swarms(self, offline: list[str]) -> int:
+        """Swarm members waiting for an agent that went offline move to another capable
+        online agent not yet in their swarm (their ``ref``, the key of the merged result,
+        becomes the new agent's id). Returns how many moved."""
+        store = self._queue.store
+        moved = 0
+        agents: list[Agent] | None = None
+        for task in await store.pinned_queued(offline):
+            parent = await store.get_task(task.parent_id or "")
+            team = (parent.metadata.get("team") if parent is not None else None) or {}
+            if parent is None or team.get("mode") != TeamMode.SWARM.value:
+                continue  # an ordinary pin: it waits for its agent
+            taken = set()
+            for child_id in parent.children:
+                child = await store.get_task(child_id)
+                if child is not None and child.agent_id:
+                    taken.add(child.agent_id)
+            if agents is None:
+                agents = await store.push_candidates()
+            free = [a for a in agents if a.id not in taken]
+            picks = pick_swarm(task.capabilities, task.type, task.queue, 1, free)
+            if not picks or task.agent_id is None:
+                continue  # nobody free: it waits (for its agent, or the next lost one)
+            pick = picks[0]
+            ref = pick.id if task.ref == task.agent_id and len(pick.id) <= 100 else None
+            if await store.repin(task.id, task.agent_id, pick.id, ref, self._now()):
+                moved += 1
+        return moved
+
     async def staff_teams(self, tasks: list[Task], primary: str) -> list[Task]:
         """Name collaborators for claimed team tasks (``primary`` claimed them)."""
         agents: list[Agent] | None = None

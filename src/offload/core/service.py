@@ -455,7 +455,10 @@ class QueueService:
     async def maintain(self) -> dict[str, int]:
         """Silent agents offline, then reaper (their leases too), promotions, deadlines."""
         offline = await self.agents.reap()
-        return {**await self.store.maintain(self.clock.now()), "agents_offline": len(offline)}
+        done = await self.store.maintain(self.clock.now())
+        if offline:  # their swarm members (re-queued just now) move to other agents
+            done["swarm_repinned"] = await self.agents.repin_swarms(offline)
+        return {**done, "agents_offline": len(offline)}
 
     async def run_maintenance(
         self, interval_s: float = 1.0, stop: asyncio.Event | None = None

@@ -94,6 +94,16 @@ class AgentStore(Protocol):
         """Assigned → queued without spending the attempt (agent busy or unreachable)."""
         ...
 
+    async def pinned_queued(self, agent_ids: Sequence[str]) -> list[Task]:
+        """Waiting workflow children pinned to one of ``agent_ids``."""
+        ...
+
+    async def repin(
+        self, task_id: str, old_agent: str, new_agent: str, new_ref: str | None, now: float
+    ) -> bool:
+        """Move a waiting pinned task to another agent (event ``swarm.repinned``)."""
+        ...
+
     async def open_auction(self, task_id: str, now: float, window_s: float) -> bool:
         """Announce a queued task for bids (event ``auction.announced``)."""
         ...

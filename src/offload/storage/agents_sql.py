@@ -382,6 +382,43 @@ class AgentsSql:
 
         return await self._run(self._write, w)
 
+    # ------------------------------------------------------------------ swarms
+    async def pinned_queued(self, agent_ids: Sequence[str]) -> list[Task]:
+        """Queued workflow children pinned to one of ``agent_ids`` (swarm members waiting
+        for an agent that went offline)."""
+        if not agent_ids:
+            return []
+        marks = ", ".join("?" * len(agent_ids))
+
+        def q(cur: Any) -> list[Task]:
+            rows = cur.execute(
+                f"SELECT * FROM tasks WHERE status IN ('queued', 'scheduled') "
+                f"AND agent_id IN ({marks}) AND parent_id IS NOT NULL LIMIT 1000",
+                tuple(agent_ids),
+            ).fetchall()
+            return [row_to_task(r) for r in rows]
+
+        return await self._run(self._read, q)
+
+    async def repin(
+        self, task_id: str, old_agent: str, new_agent: str, new_ref: str | None, now: float
+    ) -> bool:
+        """Move a waiting pinned task from ``old_agent`` to ``new_agent`` (and rename its
+        ``ref``); False if it is no longer waiting for ``old_agent``."""
+
+        def w(cur: Any) -> bool:
+            changed = cur.execute(
+                "UPDATE tasks SET agent_id = ?, ref = coalesce(?, ref), updated_at = ? "
+                "WHERE id = ? AND agent_id = ? AND status IN ('queued', 'scheduled')",
+                (new_agent, new_ref, now, task_id, old_agent),
+            ).rowcount
+            if changed:
+                _event(cur, task_id, now, "swarm.repinned", "system",
+                       {"from": old_agent, "to": new_agent})  # fmt: skip
+            return bool(changed)
+
+        return await self._run(self._write, w)
+
     # ------------------------------------------------------------------ auctions
     async def open_auction(self, task_id: str, now: float, window_s: float) -> bool:
         """Announce a queued task (event ``auction.announced``); False if already open or
