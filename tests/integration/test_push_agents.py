@@ -169,9 +169,14 @@ def test_auction_lowest_cost_wins_and_no_bids_falls_back(tmp_path: Path, procs: 
         done = client.wait(task.id, timeout=30)
         assert done.status is Status.COMPLETED
         assert done.assignment.method.value == "auction" and done.assignment.agent_id == "keen"
-        kinds = [e.kind for e in client.events(task.id)]
+        events = client.events(task.id)
+        kinds = [e.kind for e in events]
         assert kinds.index("auction.announced") < kinds.index("auction.bid")
         assert kinds.count("auction.bid") == 2
+        # Settled as the window closes, not at some later pass.
+        at = {e.kind: e.at for e in events}
+        settled_after = (at["task.assigned"] - at["auction.announced"]).total_seconds()
+        assert 1.5 <= settled_after < 2.5, settled_after
 
         # Nobody can do this one: no bids, no push agent, so a puller takes it.
         orphan = client.submit("ag.codegen", {"spec": "g"}, queue="bazaar")

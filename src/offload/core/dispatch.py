@@ -74,7 +74,6 @@ class _Pass:
     agents: dict[str, Agent]
     history: dict[tuple[str, str], TypeHistory]
     placed: int = 0
-    open_auctions: int = 0
     busy: set[str] = field(default_factory=set)
 
 
@@ -96,6 +95,8 @@ class Dispatcher:
         self._history: dict[tuple[str, str], TypeHistory] = {}
         self._history_at = float("-inf")
         self._wake = asyncio.Event()
+        #: Whether the last pass found a non-pull queue (else only re-check now and then).
+        self._has_modes = False
         #: Tasks this dispatcher placed since it started (for tests and metrics).
         self.placed = 0
 
@@ -108,13 +109,14 @@ class Dispatcher:
         while not stop.is_set():
             mark = changes.mark() if changes is not None else 0
             try:
-                open_auctions = await self.dispatch_once()
+                until_close = await self.dispatch_once()
             except Exception:  # a passing database error must not end dispatch for good
                 log.warning("dispatch pass failed; retrying", exc_info=True)
-                open_auctions = 0
-            timeout = 0.02 if open_auctions else IDLE_RECHECK_S
-            if not self._has_modes:
-                timeout = IDLE_RECHECK_S
+                until_close = None
+            # Sleep until new work, a changed mode, or the next auction closing.
+            timeout = IDLE_RECHECK_S
+            if until_close is not None:
+                timeout = min(max(until_close, 0.005), IDLE_RECHECK_S)
             waiters: list[asyncio.Future[Any]] = [
                 asyncio.ensure_future(self._wake.wait()),
                 asyncio.ensure_future(stop.wait()),
@@ -131,16 +133,15 @@ class Dispatcher:
                         await w
             self._wake.clear()
 
-    _has_modes = False
-
-    async def dispatch_once(self) -> int:
-        """One pass over every non-pull queue; returns how many auctions are still open."""
+    async def dispatch_once(self) -> float | None:
+        """One pass over every non-pull queue; returns the seconds until the next open
+        auction closes (None: no auction is open)."""
         store = self.service.store
         modes = await store.list_queue_dispatch()
         self._has_modes = bool(modes)
         now = self.service.clock.now()
         if not modes:
-            return 0
+            return None
         due = await store.due_auctions(now)
         state = _Pass(
             agents={a.id: a for a in await store.push_candidates()},
@@ -151,7 +152,10 @@ class Dispatcher:
             await self._settle_auction(task_id, state, by_queue)
         for mode in modes:
             await self._dispatch_queue(mode, state)
-        return state.open_auctions
+        if not due and not any(m.mode is DispatchMode.AUCTION for m in modes):
+            return None
+        closes = await store.next_auction_close()
+        return None if closes is None else closes - self.service.clock.now()
 
     async def _load_history(self, now: float) -> dict[tuple[str, str], TypeHistory]:
         if time.monotonic() - self._history_at > HISTORY_REFRESH_S:
@@ -231,7 +235,6 @@ class Dispatcher:
         store, clock = self.service.store, self.service.clock
         if not await store.open_auction(task.id, clock.now(), mode.auction_window_ms / 1000):
             return
-        state.open_auctions += 1
         invited = [
             a for a in state.agents.values()
             if a.endpoint and task.queue in a.queues

@@ -116,6 +116,10 @@ class AgentStore(Protocol):
         """Open auctions whose window has passed."""
         ...
 
+    async def next_auction_close(self) -> float | None:
+        """When the soonest open auction closes, or None."""
+        ...
+
     async def close_auction(self, task_id: str, now: float) -> list[Bid] | None:
         """Close and return the bids, best first (None: someone else closed it)."""
         ...

@@ -495,6 +495,15 @@ class AgentsSql:
 
         return await self._run(self._read, q)
 
+    async def next_auction_close(self) -> float | None:
+        """When the soonest open auction closes (epoch seconds), or None."""
+
+        def q(cur: Any) -> float | None:
+            value = cur.execute("SELECT min(closes_at) FROM auctions WHERE closed = 0").scalar()
+            return None if value is None else float(value)
+
+        return await self._run(self._read, q)
+
     async def close_auction(self, task_id: str, now: float) -> list[Bid] | None:
         """Close an auction and return its bids, cheapest first; None if another process
         closed it first."""
