@@ -175,7 +175,8 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
     env |= {
         "OFFLOAD_HOME": str(home),
         "OFFLOAD_DATABASE_URL": f"sqlite:///{home / 'offload.db'}",
-        "PYTHONPATH": str(ROOT),
+        # This checkout's package first: the shared venv's editable install may be another.
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
         "COLUMNS": "200",
     }
     return env | extra

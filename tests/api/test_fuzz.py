@@ -120,7 +120,11 @@ def test_every_operation_is_fuzzed_without_5xx_and_matches_the_schema(
             except Exception as exc:
                 failures.append(f"{operation.label} [{mode.value}]: {exc}"[:3000])
     assert not failures, "\n\n".join(failures)
-    # The fuzzer got past auth and validation for most operations (ids it invents are
-    # unknown, so some only ever answer 404).
-    succeeded = [label for label, seen in statuses.items() if any(s < 300 for s in seen)]
+    # The fuzzer got past auth and validation for most operations. Ids it invents are
+    # unknown, so an operation on one (a path parameter) that answers 404 got past them too.
+    succeeded = [
+        label
+        for label, seen in statuses.items()
+        if any(s < 300 or (s == 404 and "{" in label) for s in seen)
+    ]
     assert len(succeeded) >= len(operations) * 0.6, statuses

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from offload import __version__
 from offload.api import (
     errors,
+    routes_agents,
     routes_flow,
     routes_reviews,
     routes_system,
@@ -30,9 +31,11 @@ from offload.api.deps import ApiContext, TokenCache
 from offload.api.local import ServerClient
 from offload.api.metrics import Metrics
 from offload.api.middleware import AuditLog, BodyLimit, LoopbackHostOnly
+from offload.api.push import HttpPusher
 from offload.api.ratelimit import TokenBuckets
 from offload.client.base import AsyncClient
 from offload.core.auth import AuthService
+from offload.core.dispatch import Dispatcher
 from offload.core.service import QueueService
 from offload.mcp.http import mount_http
 
@@ -73,6 +76,7 @@ def create_app(
         metrics=Metrics(service),
         limiter=TokenBuckets(settings.submit_rate, settings.submit_burst),
         tokens=TokenCache(settings.token_cache_s),
+        dispatcher=Dispatcher(service, HttpPusher()),
     )
 
     @contextlib.asynccontextmanager
@@ -94,6 +98,7 @@ def create_app(
     app.include_router(routes_tasks.router)
     app.include_router(routes_workers.router)
     app.include_router(routes_reviews.router)
+    app.include_router(routes_agents.router)
     app.include_router(sse.router)
     app.include_router(routes_system.router)
     app.include_router(routes_flow.router)
@@ -150,6 +155,10 @@ async def _background(ctx: ApiContext) -> AsyncIterator[None]:
             name="offload-maintenance",
         ),
     ]
+    # The push dispatcher (push, hybrid and auction queues; pull queues cost it nothing).
+    dispatcher = ctx.dispatcher
+    if dispatcher is not None:
+        jobs.append(asyncio.create_task(dispatcher.run(stop, ctx.feed), name="offload-dispatch"))
     worker_job: asyncio.Task[None] | None = None
     if settings.worker_concurrency > 0:
         from offload.worker.runtime import Worker
@@ -174,6 +183,8 @@ async def _background(ctx: ApiContext) -> AsyncIterator[None]:
             except Exception:  # a worker that cannot stop must not block shutdown
                 log.exception("embedded worker did not stop cleanly")
         await ctx.metrics.stop()
+        if dispatcher is not None and isinstance(dispatcher.pusher, HttpPusher):
+            await dispatcher.pusher.aclose()
         for job in jobs:
             job.cancel()
         for job in jobs:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from offload.api.config import ApiSettings
     from offload.api.metrics import Metrics
     from offload.api.ratelimit import TokenBuckets
+    from offload.core.dispatch import Dispatcher
 
 #: Where the authenticated principal is left in the ASGI scope (the audit log reads it).
 PRINCIPAL_KEY = "offload.principal"
@@ -75,6 +76,8 @@ class ApiContext:
     metrics: Metrics
     limiter: TokenBuckets
     tokens: TokenCache = field(default_factory=lambda: TokenCache(5.0))
+    #: The push dispatcher (push, hybrid and auction queues).
+    dispatcher: Dispatcher | None = None
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal of a bearer token (cached briefly), or ``Unauthenticated``."""

@@ -125,7 +125,7 @@ class Metrics:
                 self._remember(self._ready, ev.task_id, at)
             elif status in _TERMINAL_NAMES:
                 self.finished.labels(type_, status).inc()
-        elif kind == "claimed":
+        elif kind in ("claimed", "task.assigned"):  # pulled, or pushed by the dispatcher
             ready = self._ready.pop(ev.task_id, None)
             if ready is not None:
                 self.wait_seconds.labels(type_).observe(max(at - ready, 0.0))
@@ -145,7 +145,7 @@ class Metrics:
             delay = data.get("delay_s")
             ready_at = at + (float(delay) if isinstance(delay, int | float) else 0.0)
             self._remember(self._ready, ev.task_id, ready_at)
-        elif kind == "released":
+        elif kind in ("released", "unassigned"):
             self._started.pop(ev.task_id, None)
             self._remember(self._ready, ev.task_id, at)
         elif kind in ("status_changed", "retried", "resumed") and data.get("to") == _QUEUED:

@@ -38,7 +38,6 @@ from offload.domain.models import (
     Ack,
     Agent,
     AgentRegistration,
-    AgentStatus,
     Completion,
     Failure,
     LeaseState,
@@ -114,15 +113,7 @@ async def available_agents(
 ) -> Response:
     """Online agents below their concurrency limit (with ``capability``, if given), least
     loaded first."""
-    agents = [
-        a
-        for a in await ctx.service.list_agents()
-        if a.status is AgentStatus.ONLINE
-        and a.load < a.max_concurrency
-        and (capability is None or capability in a.capabilities)
-    ]
-    agents.sort(key=lambda a: (a.load / a.max_concurrency, a.id))
-    return render.wrapped("agents", agents)
+    return render.wrapped("agents", await ctx.service.agents.available(capability))
 
 
 @router.get(
@@ -134,10 +125,7 @@ async def available_agents(
 )
 async def get_agent(agent_id: AgentId, caller: CallerDep, ctx: ContextDep) -> Response:
     """Status, load, capabilities and history (completed, failed, mean duration)."""
-    for agent in await ctx.service.list_agents():
-        if agent.id == agent_id:
-            return render.model(agent)
-    raise NotFound("agent", agent_id)
+    return render.model(await ctx.service.agents.get(agent_id))
 
 
 # -- claims and leases ---------------------------------------------------------------------

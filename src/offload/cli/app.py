@@ -12,7 +12,18 @@ from typing import Annotated
 
 import typer
 
-from offload.cli import admin, dlq, flow, info, mcp_cmd, review, tasks, workflow
+from offload.cli import (
+    admin,
+    agent_serve,
+    agents,
+    dlq,
+    flow,
+    info,
+    mcp_cmd,
+    review,
+    tasks,
+    workflow,
+)
 from offload.cli import serve as serve_cmd
 from offload.cli import token as token_cmd
 from offload.cli import worker as worker_cmd
@@ -35,9 +46,10 @@ app.add_typer(workflow.app, name="workflow")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(flow.limit_app, name="limit")
 app.add_typer(flow.resource_app, name="resource")
-queue_app = typer.Typer(help="Queue options (fairness).", no_args_is_help=True)
-flow.add_queue_commands(queue_app)
-app.add_typer(queue_app, name="queue")
+app.add_typer(agents.app, name="agent")
+agents.app.command("serve")(agent_serve.agent_serve)
+flow.add_queue_commands(agents.queue_app)
+app.add_typer(agents.queue_app, name="queue")
 app.add_typer(admin.db_app, name="db")
 app.command("stats")(info.stats)
 app.command("types")(info.types)

@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
+from offload.domain.agents import AgentWorkload, Bid, BidSpec, QueueDispatch, QueueDispatchUpdate
 from offload.domain.flow import (
     Limit,
     LimitSpec,
@@ -24,6 +25,7 @@ from offload.domain.models import (
     Ack,
     Agent,
     AgentRegistration,
+    AgentStatus,
     ClaimRequest,
     Completion,
     Failure,
@@ -172,6 +174,34 @@ class AsyncClient(Protocol):
 
     async def list_agents(self) -> builtins.list[Agent]:
         """Every agent with live load."""
+        ...
+
+    async def get_agent(self, agent_id: str) -> Agent:
+        """One agent with load and history."""
+        ...
+
+    async def available_agents(self, capability: str | None = None) -> builtins.list[Agent]:
+        """Online agents with free capacity (having ``capability``), least loaded first."""
+        ...
+
+    async def agent_workload(self, agent_id: str) -> AgentWorkload:
+        """An agent's current tasks and history."""
+        ...
+
+    async def set_agent_status(self, agent_id: str, status: AgentStatus) -> Agent:
+        """Drain (``draining``), resume (``online``) or retire (``offline``) an agent."""
+        ...
+
+    async def get_dispatch(self, queue: str) -> QueueDispatch:
+        """A queue's dispatch mode."""
+        ...
+
+    async def set_dispatch(self, queue: str, update: QueueDispatchUpdate) -> QueueDispatch:
+        """Set a queue's dispatch mode (pull, push, hybrid, auction)."""
+        ...
+
+    async def bid(self, task_id: str, bid: BidSpec) -> Bid:
+        """Bid for a task announced for auction."""
         ...
 
     async def claim(self, req: ClaimRequest) -> builtins.list[Task]:
@@ -382,6 +412,38 @@ class Client:
     def list_agents(self) -> builtins.list[Agent]:
         """Registered agents."""
         return self._run(self.aio.list_agents())
+
+    def register_agent(self, reg: AgentRegistration) -> Agent:
+        """Register (or update) an agent."""
+        return self._run(self.aio.register_agent(reg))
+
+    def get_dispatch(self, queue: str) -> QueueDispatch:
+        """A queue's dispatch mode."""
+        return self._run(self.aio.get_dispatch(queue))
+
+    def get_agent(self, agent_id: str) -> Agent:
+        """One agent with load and history."""
+        return self._run(self.aio.get_agent(agent_id))
+
+    def available_agents(self, capability: str | None = None) -> builtins.list[Agent]:
+        """Online agents with free capacity, least loaded first."""
+        return self._run(self.aio.available_agents(capability))
+
+    def agent_workload(self, agent_id: str) -> AgentWorkload:
+        """An agent's current tasks and history."""
+        return self._run(self.aio.agent_workload(agent_id))
+
+    def set_agent_status(self, agent_id: str, status: AgentStatus | str) -> Agent:
+        """Drain, resume or retire an agent."""
+        return self._run(self.aio.set_agent_status(agent_id, AgentStatus(status)))
+
+    def set_dispatch(self, queue: str, **update: Any) -> QueueDispatch:
+        """Set a queue's dispatch mode: ``set_dispatch("q", mode="push")``."""
+        return self._run(self.aio.set_dispatch(queue, QueueDispatchUpdate(**update)))
+
+    def bid(self, task_id: str, agent_id: str, cost: float, eta_s: float = 0.0) -> Bid:
+        """Bid for a task announced for auction."""
+        return self._run(self.aio.bid(task_id, BidSpec(agent_id=agent_id, cost=cost, eta_s=eta_s)))
 
     def maintain(self) -> dict[str, int]:
         """One maintenance pass."""

@@ -24,6 +24,14 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from offload.core.auth import Forbidden, Unauthenticated
+from offload.domain.agents import (
+    AgentStatusChange,
+    AgentWorkload,
+    Bid,
+    BidSpec,
+    QueueDispatch,
+    QueueDispatchUpdate,
+)
 from offload.domain.errors import (
     Conflict,
     DependencyError,
@@ -49,6 +57,7 @@ from offload.domain.models import (
     Ack,
     Agent,
     AgentRegistration,
+    AgentStatus,
     AuditEntry,
     ClaimRequest,
     Completion,
@@ -430,6 +439,41 @@ class HttpClient:
     async def deregister_agent(self, agent_id: str) -> None:
         """Mark the agent offline."""
         await self._call("DELETE", f"/v1/agents/{_q(agent_id)}")
+
+    async def get_agent(self, agent_id: str) -> Agent:
+        """One agent."""
+        return await self._get(f"/v1/agents/{_q(agent_id)}", Agent)
+
+    async def available_agents(self, capability: str | None = None) -> builtins.list[Agent]:
+        """Online agents with free capacity."""
+        params = {"capability": capability} if capability else None
+        return (await self._get("/v1/agents/available", _Agents, params)).agents
+
+    async def agent_workload(self, agent_id: str) -> AgentWorkload:
+        """An agent's current tasks and history."""
+        return await self._get(f"/v1/agents/{_q(agent_id)}/workload", AgentWorkload)
+
+    async def set_agent_status(self, agent_id: str, status: AgentStatus) -> Agent:
+        """Drain, resume or retire an agent."""
+        body = AgentStatusChange(status=status).model_dump_json().encode()
+        response = await self._call("PATCH", f"/v1/agents/{_q(agent_id)}", body=body)
+        return Agent.model_validate_json(response.content)
+
+    async def get_dispatch(self, queue: str) -> QueueDispatch:
+        """A queue's dispatch mode."""
+        return await self._get(f"/v1/queues/{_q(queue)}/dispatch", QueueDispatch)
+
+    async def set_dispatch(self, queue: str, update: QueueDispatchUpdate) -> QueueDispatch:
+        """Set a queue's dispatch mode."""
+        body = update.model_dump_json(exclude_none=True).encode()
+        response = await self._call("PUT", f"/v1/queues/{_q(queue)}/dispatch", body=body)
+        return QueueDispatch.model_validate_json(response.content)
+
+    async def bid(self, task_id: str, bid: BidSpec) -> Bid:
+        """Bid for an announced task."""
+        return await self._post(
+            f"/v1/tasks/{_q(task_id)}/bids", Bid, bid.model_dump_json().encode()
+        )
 
     async def list_agents(self) -> builtins.list[Agent]:
         """Every agent."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from offload.core.service import QueueService
+from offload.domain.agents import AgentWorkload, Bid, BidSpec, QueueDispatch, QueueDispatchUpdate
 from offload.domain.flow import (
     Limit,
     LimitSpec,
@@ -18,6 +19,7 @@ from offload.domain.models import (
     Ack,
     Agent,
     AgentRegistration,
+    AgentStatus,
     ClaimRequest,
     Completion,
     Failure,
@@ -164,6 +166,37 @@ class LocalClient:
     async def deregister_agent(self, agent_id: str) -> None:
         """Agent leaving."""
         await self.service.deregister_agent(agent_id)
+
+    async def get_agent(self, agent_id: str) -> Agent:
+        """One agent."""
+        return await self.service.agents.get(agent_id)
+
+    async def available_agents(self, capability: str | None = None) -> builtins.list[Agent]:
+        """Online agents with free capacity."""
+        return await self.service.agents.available(capability)
+
+    async def agent_workload(self, agent_id: str) -> AgentWorkload:
+        """An agent's current tasks and history."""
+        workload = await self.service.agents.workload(agent_id)
+        if self.owner is not None:
+            workload.tasks = [t for t in workload.tasks if t.owner == self.owner]
+        return workload
+
+    async def set_agent_status(self, agent_id: str, status: AgentStatus) -> Agent:
+        """Drain, resume or retire an agent."""
+        return await self.service.agents.set_status(agent_id, status)
+
+    async def get_dispatch(self, queue: str) -> QueueDispatch:
+        """A queue's dispatch mode."""
+        return await self.service.agents.dispatch_settings(queue)
+
+    async def set_dispatch(self, queue: str, update: QueueDispatchUpdate) -> QueueDispatch:
+        """Set a queue's dispatch mode."""
+        return await self.service.agents.set_dispatch(queue, update)
+
+    async def bid(self, task_id: str, bid: BidSpec) -> Bid:
+        """Bid for an announced task."""
+        return await self.service.agents.bid(task_id, bid, self.owner)
 
     async def list_agents(self) -> builtins.list[Agent]:
         """Agents."""

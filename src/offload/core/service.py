@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from offload.core.agents import AgentService
 from offload.core.registry import Registry, TaskType
 from offload.domain.errors import (
     DependencyError,
@@ -57,6 +58,7 @@ from offload.domain.models import (
     TaskPage,
     TaskSpec,
     TaskTypeInfo,
+    TeamMode,
     WorkflowSpec,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter, review_state
@@ -103,6 +105,8 @@ class QueueService:
         self._limits: dict[str, Limit] = {}
         self._resource_names: set[str] = set()
         self._flow_at = float("-inf")
+        #: The agent registry, dispatch settings and auctions (PRODUCT.md §5).
+        self.agents = AgentService(self)
 
     # ------------------------------------------------------------------ building tasks
     def _requester(self, owner: str | None) -> Requester:
@@ -179,6 +183,11 @@ class QueueService:
             raise InvalidInput(
                 "submit workflows with submit_workflow (POST /v1/workflows)", field="type"
             )
+        if spec.team is not None and spec.team.mode is TeamMode.SWARM:
+            raise InvalidInput(
+                "a swarm task is submitted on its own (not in a batch or workflow)",
+                field="team",
+            )
         tt = self.registry.get(spec.type)
         task_input = self._validated_input(tt, spec)
         owner = spec.owner if owner is None else owner
@@ -203,7 +212,7 @@ class QueueService:
             estimated_duration_s=await self._estimate(tt, spec),
             idempotency_key=spec.idempotency_key,
             cache_ttl_s=spec.cache_ttl_s if spec.cache_ttl_s is not None else tt.cache_ttl_s,
-            complexity=spec.complexity, metadata=spec.metadata,
+            complexity=spec.complexity, metadata=spec.metadata, team=spec.team,
             review=review_state(spec.review if spec.review is not None else tt.review),
             resources=spec.resources, limit_key=await self._flow_fields(tt, spec, task_input),
             waiting_on=None,
@@ -216,6 +225,8 @@ class QueueService:
     # ------------------------------------------------------------------ submit
     async def submit(self, spec: TaskSpec, owner: str | None = None) -> Task:
         """Create one task (durable once this returns)."""
+        if spec.team is not None and spec.team.mode is TeamMode.SWARM:
+            return await self.agents.submit_swarm(spec, owner)
         return (await self.submit_many([spec], owner))[0]
 
     async def submit_many(
@@ -484,8 +495,14 @@ class QueueService:
         return await self.store.list_agents()
 
     async def claim(self, req: ClaimRequest) -> builtins.list[Task]:
-        """Lease work."""
-        return await self.store.claim(req, self.clock.now())
+        """Lease work (and name collaborators for team tasks among it). A draining agent
+        gets nothing."""
+        if req.agent_id in self.agents.draining:
+            return []
+        tasks = await self.store.claim(req, self.clock.now())
+        if tasks and any(t.team is not None for t in tasks):
+            return await self.agents.staff_teams(tasks, req.agent_id)
+        return tasks
 
     async def wait_for_work(self, timeout: float, since: int | None = None) -> bool:
         """Until the database changes (after ``since``, a :meth:`change_token`) or
@@ -580,8 +597,12 @@ class QueueService:
         return await self.store.release(leases, self.clock.now())
 
     async def maintain(self) -> dict[str, int]:
-        """Reaper, promotions, deadlines."""
-        return await self.store.maintain(self.clock.now())
+        """Silent agents offline, then reaper (their leases too), promotions, deadlines."""
+        offline = await self.agents.reap()
+        done = await self.store.maintain(self.clock.now())
+        if offline:  # their swarm members (re-queued just now) move to other agents
+            done["swarm_repinned"] = await self.agents.repin_swarms(offline)
+        return {**done, "agents_offline": len(offline)}
 
     async def run_maintenance(
         self, interval_s: float = 1.0, stop: asyncio.Event | None = None

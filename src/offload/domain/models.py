@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from offload.domain.flow import WaitingOn, check_resource_name
 from offload.domain.status import Status
@@ -178,6 +186,8 @@ class Assignment(_Model):
     collaborators: list[str] = Field(default_factory=list)
     assigned_at: datetime | None = None
     method: AssignmentMethod = AssignmentMethod.CLAIMED
+    #: For team tasks: each member's role (agent id → role), when roles were given.
+    roles: dict[str, str] = Field(default_factory=dict)
 
 
 class ErrorInfo(_Model):
@@ -305,6 +315,36 @@ class ReviewSpec(_Model):
 OptionalReviewSpec = Annotated[ReviewSpec | None, BeforeValidator(_coerce_review_spec)]
 
 
+class TeamMode(StrEnum):
+    """How a team works on a task."""
+
+    #: One primary does the work; the collaborators are named in the assignment.
+    TEAM = "team"
+    #: The same task runs on ``size`` agents; their results are merged into a parent.
+    SWARM = "swarm"
+
+
+class Team(_Model):
+    """``team`` on a task (PRODUCT.md §5): how many agents, in which roles."""
+
+    size: int = Field(2, ge=1, le=50)
+    roles: list[str] = Field(default_factory=list, max_length=50)
+    mode: TeamMode = TeamMode.TEAM
+
+    @field_validator("roles")
+    @classmethod
+    def _no_blank_roles(cls, v: list[str]) -> list[str]:
+        if any(not r.strip() for r in v):
+            raise ValueError("roles must be non-empty names")
+        return v
+
+    @model_validator(mode="after")
+    def _roles_fit(self) -> Team:
+        if len(self.roles) > self.size:
+            raise ValueError(f"{len(self.roles)} roles for a team of {self.size}")
+        return self
+
+
 class Complexity(StrEnum):
     """A coarse size hint used for estimates and routing."""
 
@@ -362,6 +402,8 @@ class Task(_Model):
     errors: list[ErrorInfo] = Field(default_factory=list)
     review: Review | None = None
     cache_hit: bool = False
+    #: A team of agents (primary + collaborators), or a swarm (PRODUCT.md §5).
+    team: Team | None = None
     # timing
     created_at: datetime
     updated_at: datetime
@@ -438,6 +480,8 @@ class TaskSpec(_Model):
     review: OptionalReviewSpec = None
     #: Units of named resources the task holds while it runs, e.g. ``{"gpu": 1}``.
     resources: dict[str, int] = Field(default_factory=dict, max_length=20)
+    #: Work by a team: a primary and collaborators, or a swarm of ``size`` agents.
+    team: Team | None = None
     #: Inside a workflow: this child's name, referenced by siblings' ``depends_on``/``$ref``.
     ref: str | None = Field(None, max_length=100)
 
@@ -647,6 +691,7 @@ class Agent(_Model):
     mean_duration_s: float | None = None
     created_at: datetime | None = None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def success_rate(self) -> float | None:
         """Share of finished attempts that completed, or None without history."""

@@ -41,6 +41,8 @@ class Settings:
     aging_interval_s: float = 60.0
     max_input_bytes: int = 1_000_000
     imports: tuple[str, ...] = ()
+    #: Agents heartbeat this often; one that misses three beats is marked offline.
+    agent_heartbeat_s: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -55,4 +57,5 @@ class Settings:
             lease_ttl_s=_float_env("OFFLOAD_LEASE_TTL", 30.0),
             aging_interval_s=_float_env("OFFLOAD_AGING_INTERVAL", 60.0),
             imports=imports,
+            agent_heartbeat_s=_float_env("OFFLOAD_AGENT_HEARTBEAT", 10.0),
         )

@@ -29,10 +29,11 @@ from offload.domain.models import (
     TokenInfo,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter
+from offload.ports.agents import AgentStore
 from offload.ports.flow import FlowStore
 
 
-class Store(FlowStore, Protocol):
+class Store(AgentStore, FlowStore, Protocol):
     """Durable task storage with lease-based claims."""
 
     url: str

@@ -25,6 +25,7 @@ from offload.domain.models import (
     Review,
     Task,
     TaskEvent,
+    Team,
     trusted_lease,
 )
 from offload.domain.status import Status
@@ -38,7 +39,7 @@ TASK_INSERT_COLUMNS: tuple[str, ...] = (
     "ref", "status", "max_retries", "retry", "timeout_s", "run_at", "deadline", "error",
     "result", "cache_hit", "created_at", "updated_at", "queued_at", "started_at", "finished_at",
     "estimated_duration_s", "idempotency_key", "cache_ttl_s", "complexity", "metadata",
-    "review", "limit_key", "resources", "sort_key",
+    "review", "team", "limit_key", "resources", "sort_key",
 )  # fmt: skip
 
 
@@ -96,8 +97,9 @@ def task_to_row(t: Task, memo: dict[int, str] | None = None) -> tuple[Any, ...]:
         ts(t.finished_at), t.estimated_duration_s, t.idempotency_key, t.cache_ttl_s,
         t.complexity.value if t.complexity else None, dumps(t.metadata),
         # Only a review that is required is stored: completion tests `review IS NULL`.
-        t.review.model_dump_json() if t.review and t.review.required else None, t.limit_key,
-        dumps(t.resources) if t.resources else None, 0.0,
+        t.review.model_dump_json() if t.review and t.review.required else None,
+        t.team.model_dump_json() if t.team else None, t.limit_key,
+        dumps(t.resources) if t.resources else None, 0.0,  # sort_key stays last
     )  # fmt: skip
 
 
@@ -174,6 +176,8 @@ def row_to_task(r: dict[str, Any], children: list[str] | None = None) -> Task:
     r["error"] = ErrorInfo.model_validate_json(error) if error else None
     review = r["review"]
     r["review"] = Review.model_validate_json(review) if review else None
+    team = r.get("team")
+    r["team"] = _model(Team, team) if team else None
     r["status"] = _STATUS[r["status"]]
     complexity = r["complexity"]
     r["complexity"] = _COMPLEXITY[complexity] if complexity else None

@@ -65,6 +65,7 @@ from offload.domain.status import (
     check_transition,
     expand_statuses,
 )
+from offload.storage.agents_sql import AgentsSql
 from offload.storage.flow_sql import FlowSql
 from offload.storage.review_sql import ReviewSql
 from offload.storage.rows import (
@@ -80,7 +81,6 @@ from offload.storage.rows import (
 
 R = TypeVar("R")
 
-AGENT_OFFLINE_AFTER_S = 30.0  # three missed 10 s heartbeats
 _TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 _LEASED_SQL = "('assigned', 'running')"
 _EVENT_SQL = "INSERT INTO task_events (task_id, at, kind, actor, data) VALUES (?, ?, ?, ?, ?)"
@@ -192,7 +192,7 @@ class Dialect:
         return f"(VALUES {', '.join([row] * rows)}) AS c"
 
 
-class SqlStore(FlowSql, ReviewSql):
+class SqlStore(AgentsSql, FlowSql, ReviewSql):
     """The store logic shared by every SQL backend (see :class:`offload.ports.store.Store`).
 
     Each public method runs one transaction through :meth:`_write` or :meth:`_read`, which a
@@ -524,7 +524,8 @@ class SqlStore(FlowSql, ReviewSql):
         def q(cur: Cursor) -> list[TaskEvent]:
             cur.execute(
                 "SELECT e.*, t.type AS task_type, t.status AS task_status FROM task_events e "
-                f"JOIN tasks t ON t.id = e.task_id WHERE {' AND '.join(where)} "
+                # LEFT: agent events (agent.registered, agent.offline) name no task.
+                f"LEFT JOIN tasks t ON t.id = e.task_id WHERE {' AND '.join(where)} "
                 "ORDER BY e.seq LIMIT ?",
                 (*args, limit),
             )
@@ -1488,16 +1489,12 @@ class SqlStore(FlowSql, ReviewSql):
                     {"error": "DeadlineExceeded", "from": row["status"]},
                 )
                 self._after_terminal(cur, row["id"], now)
-            offline = cur.execute(
-                "UPDATE agents SET status = 'offline', updated_at = ? WHERE status != 'offline' "
-                "AND last_heartbeat < ?",
-                (now, now - AGENT_OFFLINE_AFTER_S),
-            ).rowcount
+            # Silent agents are taken offline by reap_agents (agents_sql), which the
+            # service runs first with the configured heartbeat interval.
             return {
                 "lease_expired": len(expired),
                 "promoted": promoted,
                 "deadline_failed": len(late),
-                "agents_offline": offline,
             }
 
         return await self._run(self._write, w)
@@ -1591,6 +1588,9 @@ class SqlStore(FlowSql, ReviewSql):
                     now,
                 ),
             )
+            self._event(cur, agent_id, now, "agent.registered", agent_id,
+                        {"agent_id": agent_id, "name": reg.name, "endpoint": reg.endpoint,
+                         "capabilities": reg.capabilities})  # fmt: skip
             return self._agent(cur, agent_id)
 
         return await self._run(self._write, w)

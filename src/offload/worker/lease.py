@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from offload.client.base import AsyncClient
-from offload.domain.models import LeaseRef, LeaseState
+from offload.domain.models import Agent, LeaseRef, LeaseState
 
 log = logging.getLogger("offload.worker")
 
@@ -61,15 +61,23 @@ async def keep_leases(
 
 
 async def keep_agent_alive(
-    client: AsyncClient, agent_id: str, metadata: Callable[[], dict[str, Any]]
+    client: AsyncClient,
+    agent_id: str,
+    metadata: Callable[[], dict[str, Any]],
+    every_s: float = AGENT_HEARTBEAT_S,
+    on_agent: Callable[[Agent], None] | None = None,
 ) -> None:
-    """Heartbeat the worker's agent record every :data:`AGENT_HEARTBEAT_S` seconds."""
+    """Heartbeat the agent record every ``every_s`` seconds; pass each answer (the record,
+    whose ``status`` says e.g. ``draining``) to ``on_agent``."""
     while True:
-        await asyncio.sleep(AGENT_HEARTBEAT_S)
+        await asyncio.sleep(every_s)
         try:
-            await client.agent_heartbeat(agent_id, metadata())
+            agent = await client.agent_heartbeat(agent_id, metadata())
         except Exception as exc:  # the next beat retries
             log.warning("agent heartbeat failed: %s", exc)
+            continue
+        if on_agent is not None:
+            on_agent(agent)
 
 
 async def maintain_forever(client: AsyncClient, every_s: float = MAINTAIN_EVERY_S) -> None:

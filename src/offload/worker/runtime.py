@@ -38,7 +38,9 @@ from offload.client.base import AsyncClient, Client
 from offload.core.registry import Registry, TaskType, default_registry, load_task_modules
 from offload.domain.errors import InvalidInput, UnknownTaskType
 from offload.domain.models import (
+    Agent,
     AgentRegistration,
+    AgentStatus,
     ClaimRequest,
     Completion,
     Failure,
@@ -149,6 +151,8 @@ class Worker:
         self.name = name or f"worker-{socket.gethostname()}-{os.getpid()}"
         self.grace_s = grace_s
         self.prefetch = prefetch
+        #: Seconds between agent heartbeats ($OFFLOAD_AGENT_HEARTBEAT, default 10).
+        self.heartbeat_s = _heartbeat_interval()
         #: The agent id this worker registered as (set while running).
         self.agent_id: str | None = None
         #: Outcomes delivered and accepted, and the failures among them.
@@ -254,15 +258,7 @@ class Worker:
         capabilities = self._capabilities()
         client = self._prepare(loop)
         try:
-            agent = await client.register_agent(
-                AgentRegistration(
-                    name=self.name,
-                    capabilities=dict.fromkeys(capabilities, 1.0),
-                    max_concurrency=min(self.concurrency, 100_000),
-                    queues=self.queues,
-                    metadata=self._agent_metadata(),
-                )
-            )
+            agent = await client.register_agent(self._registration(capabilities))
             self.agent_id = agent.id
             log.info(
                 "worker %s (agent %s): %d task types, queues %s, concurrency %d",
@@ -298,7 +294,14 @@ class Worker:
                 name="offload-leases",
             ),
             loop.create_task(
-                keep_agent_alive(client, agent_id, self._agent_metadata), name="offload-agent"
+                keep_agent_alive(
+                    client,
+                    agent_id,
+                    self._agent_metadata,
+                    self.heartbeat_s,
+                    self._on_agent_record,
+                ),
+                name="offload-agent",
             ),
             loop.create_task(maintain_forever(client), name="offload-maintain"),
         ]
@@ -355,6 +358,16 @@ class Worker:
         )
         return client
 
+    def _registration(self, capabilities: list[str]) -> AgentRegistration:
+        """The agent record this worker registers (push agents add an endpoint)."""
+        return AgentRegistration(
+            name=self.name,
+            capabilities=dict.fromkeys(capabilities, 1.0),
+            max_concurrency=min(self.concurrency, 100_000),
+            queues=self.queues,
+            metadata=self._agent_metadata(),
+        )
+
     def _capabilities(self) -> list[str]:
         if self.capabilities is not None:
             return self.capabilities
@@ -373,6 +386,12 @@ class Worker:
             "processed": self.processed,
             "failed": self.failed,
         }
+
+    def _on_agent_record(self, agent: Agent) -> None:
+        # Draining (set by an operator): finish what is running, take nothing new.
+        if agent.status is AgentStatus.DRAINING and not self._stop_requested:
+            log.info("agent %s is draining: finishing current work, then stopping", agent.id)
+            self.stop()
 
     async def _stop_when(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -742,6 +761,16 @@ class Worker:
                 self.lease_ttl_s,
                 exc,
             )
+
+
+def _heartbeat_interval() -> float:
+    try:
+        value = Settings.from_env().agent_heartbeat_s
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="agent_heartbeat") from None
+    if not value > 0:
+        raise InvalidInput("agent heartbeat must be a positive number", field="agent_heartbeat")
+    return value
 
 
 class _OtherLoopClient:
