@@ -135,3 +135,11 @@ def record(i: int, ctx: TaskContext, hold_s: float = 0.0) -> dict[str, Any]:
     if hold_s and os.environ.get("WT_HOLD"):
         time.sleep(hold_s)
     return {"i": i, "pid": os.getpid()}
+
+
+@offload.task("wt.counted", cache_ttl_s=300)
+def counted(path: str, n: int) -> int:
+    """Appends a line per run to ``path``: tests count real executions (cache hits add none)."""
+    with open(path, "a") as f:
+        f.write(f"{n}\n")
+    return n * n

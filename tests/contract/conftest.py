@@ -36,6 +36,10 @@ def make_registry() -> Registry:
     def gpu(x: int = 0) -> int:
         return x
 
+    @reg.task("t.cached", cache_ttl_s=60)
+    def cached(n: int) -> int:
+        return n * 2
+
     reg.declare("research", capabilities=["research"], description="free-form")
     return reg
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -149,3 +149,41 @@ async def set_queue(
     out = await ctx.service.set_queue_settings(queue, body)
     audit_details(request, queue=queue, fairness=body.fairness.value)
     return out
+
+
+class CacheCleared(BaseModel):
+    """How many cached results were dropped."""
+
+    removed: int
+
+
+class CacheStats(BaseModel):
+    """Live cached results per task type."""
+
+    entries: dict[str, int]
+
+
+@router.get("/v1/cache", response_model=CacheStats, tags=["cache"], summary="Result cache")
+async def cache_stats(caller: CallerDep, ctx: ContextDep) -> CacheStats:
+    """Live cached results per task type (tasks with ``cache_ttl_s``)."""
+    return CacheStats(entries=await ctx.service.store.cache_stats(ctx.service.clock.now()))
+
+
+@router.delete(
+    "/v1/cache",
+    response_model=CacheCleared,
+    responses=responses(404),
+    tags=["cache"],
+    summary="Clear the result cache",
+)
+async def clear_cache(
+    caller: CallerDep,
+    ctx: ContextDep,
+    request: Request,
+    task_type: Annotated[str | None, Query(alias="type", min_length=1, max_length=200)] = None,
+) -> CacheCleared:
+    """Drop cached results of one type (``?type=…``) or all; the next submits run. Admin."""
+    caller.require(Role.ADMIN)
+    removed = await ctx.service.clear_cache(task_type)
+    audit_details(request, task_type=task_type, removed=removed)
+    return CacheCleared(removed=removed)

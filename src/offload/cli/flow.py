@@ -17,6 +17,7 @@ limit_app = typer.Typer(
     help="Concurrency and rate limits per task type (enforced by every claim).",
     no_args_is_help=True,
 )
+cache_app = typer.Typer(help="The result cache (tasks with cache_ttl_s).", no_args_is_help=True)
 resource_app = typer.Typer(
     help="Named resources with capacities (tasks declare resources: {NAME: units}).",
     no_args_is_help=True,
@@ -186,3 +187,21 @@ def add_queue_commands(queue_app: typer.Typer) -> None:
         for q in queues:
             tbl.add_row(q.queue, q.fairness.value)
         stdout().print(tbl)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    task_type: Annotated[
+        str | None, typer.Option("--type", "-t", help="Only this task type's results.")
+    ] = None,
+    json_out: JsonOut = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Drop cached results, so the next submits run again."""
+    with open_client(database_url) as client:
+        removed = client.clear_cache(task_type)
+    if json_out:
+        print_json({"removed": removed})
+        return
+    what = f"{task_type} " if task_type else ""
+    stdout().print(f"removed {removed} cached {what}result{'s' if removed != 1 else ''}")

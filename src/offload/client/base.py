@@ -151,6 +151,10 @@ class AsyncClient(Protocol):
         """Set a queue's options, e.g. ``fairness: owner`` (admin)."""
         ...
 
+    async def clear_cache(self, task_type: str | None = None) -> int:
+        """Drop cached results of one type (or all); returns how many (admin)."""
+        ...
+
     async def list_queue_settings(self) -> builtins.list[QueueSettings]:
         """Every queue with options set."""
         ...
@@ -404,6 +408,10 @@ class Client:
     def list_queue_settings(self) -> builtins.list[QueueSettings]:
         """Every queue with options set."""
         return self._run(self.aio.list_queue_settings())
+
+    def clear_cache(self, task_type: str | None = None) -> int:
+        """Drop cached results of one type (or all); returns how many."""
+        return self._run(self.aio.clear_cache(task_type))
 
     def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The task-type catalogue."""

@@ -422,6 +422,12 @@ class HttpClient:
         """Every queue with options set."""
         return (await self._get("/v1/queues", _Queues)).queues
 
+    async def clear_cache(self, task_type: str | None = None) -> int:
+        """Drop cached results."""
+        params = {"type": task_type} if task_type is not None else None
+        response = await self._call("DELETE", "/v1/cache", params=params)
+        return int(orjson.loads(response.content)["removed"])
+
     async def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The task-type catalogue."""
         return (await self._get("/v1/task-types", _TaskTypes)).task_types

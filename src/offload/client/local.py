@@ -139,6 +139,10 @@ class LocalClient:
         """Every queue with options set."""
         return await self.service.list_queue_settings()
 
+    async def clear_cache(self, task_type: str | None = None) -> int:
+        """Drop cached results."""
+        return await self.service.clear_cache(task_type)
+
     async def review(self, task_id: str, decision: ReviewDecision) -> Task:
         """Approve or reject a task in ``reviewing``."""
         return await self.service.review(task_id, decision, owner=self.owner, actor=self.owner)

@@ -32,6 +32,7 @@ from offload.domain.flow import (
     QueueSettingsSpec,
     Resource,
     WaitingOn,
+    cache_key,
     limit_key,
 )
 from offload.domain.ids import new_id
@@ -197,23 +198,31 @@ class QueueService:
         nowdt = datetime.fromtimestamp(now, UTC)
         if spec.deadline is not None and spec.deadline.timestamp() <= now:
             raise InvalidInput("deadline is in the past", field="deadline")
+        deps = depends_on if depends_on is not None else spec.depends_on
+        review = review_state(spec.review if spec.review is not None else tt.review)
+        ttl = spec.cache_ttl_s if spec.cache_ttl_s is not None else tt.cache_ttl_s
+        # The cache serves stand-alone work: a task that waits on others, belongs to a
+        # workflow or needs a review is always run.
+        ckey = (
+            cache_key(tt.name, tt.version, task_input)
+            if ttl and not deps and parent_id is None and review is None
+            else None
+        )
         # Every value is validated already (spec, registry, our own): construct, don't re-check.
         return Task.trusted(
             id=task_id or new_id(), type=tt.name, title=spec.title or _default_title(spec),
             description=spec.description, instructions=spec.instructions, input=task_input,
             tags=spec.tags, queue=queue, owner=owner, requester=requester,
             priority=spec.priority, capabilities=capabilities, agent_id=spec.agent_id,
-            depends_on=depends_on if depends_on is not None else spec.depends_on,
-            parent_id=parent_id, ref=spec.ref, status=Status.QUEUED,
+            depends_on=deps, parent_id=parent_id, ref=spec.ref, status=Status.QUEUED,
             max_retries=spec.max_retries if spec.max_retries is not None else tt.max_retries,
             retry=spec.retry or tt.retry or _DEFAULT_RETRY,
             timeout_s=spec.timeout_s if spec.timeout_s is not None else tt.timeout_s,
             run_at=spec.run_at, deadline=spec.deadline, created_at=nowdt, updated_at=nowdt,
             estimated_duration_s=await self._estimate(tt, spec),
             idempotency_key=spec.idempotency_key,
-            cache_ttl_s=spec.cache_ttl_s if spec.cache_ttl_s is not None else tt.cache_ttl_s,
-            complexity=spec.complexity, metadata=spec.metadata, team=spec.team,
-            review=review_state(spec.review if spec.review is not None else tt.review),
+            cache_ttl_s=ttl, cache_key=ckey,
+            complexity=spec.complexity, metadata=spec.metadata, team=spec.team, review=review,
             resources=spec.resources, limit_key=await self._flow_fields(tt, spec, task_input),
             waiting_on=None,
             children=[], lease=None, assignment=None, attempt=0, checkpoints=[], artifacts=[],
@@ -557,6 +566,12 @@ class QueueService:
     async def list_queue_settings(self) -> builtins.list[QueueSettings]:
         """Every queue with options set."""
         return await self.store.list_queue_settings()
+
+    async def clear_cache(self, task_type: str | None = None) -> int:
+        """Drop cached results (of one type, or all); returns how many were dropped."""
+        if task_type is not None:
+            self.registry.get(task_type)
+        return await self.store.clear_cache(task_type)
 
     async def sync_declared_limits(self) -> int:
         """Store the limits declared with ``@offload.task(concurrency=…, rate_limit=…)``."""

@@ -205,3 +205,12 @@ class WaitingOn(StrEnum):
     RATE_LIMIT = "rate_limit"
     RESOURCE = "resource"
     PAUSED = "paused"
+
+
+def cache_key(task_type: str, version: int | str, task_input: Any) -> str:
+    """The result-cache key: type, type version and the canonical input, hashed."""
+    import hashlib
+
+    canonical = orjson.dumps(task_input, option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(canonical).hexdigest()
+    return f"{task_type}@{version}:{digest}"

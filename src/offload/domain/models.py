@@ -402,6 +402,9 @@ class Task(_Model):
     errors: list[ErrorInfo] = Field(default_factory=list)
     review: Review | None = None
     cache_hit: bool = False
+    cache_key: str | None = Field(
+        None, description="where this task's result is cached (type@version:input hash)"
+    )
     #: A team of agents (primary + collaborators), or a swarm (PRODUCT.md §5).
     team: Team | None = None
     # timing

@@ -62,6 +62,14 @@ class FlowStore(Protocol):
         """Every queue with options set."""
         ...
 
+    async def clear_cache(self, task_type: str | None = None) -> int:
+        """Drop cached results (of one type, or all); returns how many."""
+        ...
+
+    async def cache_stats(self, now: float) -> dict[str, int]:
+        """Live cached results per type."""
+        ...
+
     async def flow_stats(self) -> dict[str, Any]:
         """Queued tasks under limits, and resource usage (for metrics)."""
         ...

@@ -39,7 +39,8 @@ TASK_INSERT_COLUMNS: tuple[str, ...] = (
     "ref", "status", "max_retries", "retry", "timeout_s", "run_at", "deadline", "error",
     "result", "cache_hit", "created_at", "updated_at", "queued_at", "started_at", "finished_at",
     "estimated_duration_s", "idempotency_key", "cache_ttl_s", "complexity", "metadata",
-    "review", "team", "limit_key", "resources", "sort_key",
+    "review", "team", "limit_key", "resources", "cache_key", "progress", "actual_duration_s",
+    "sort_key",
 )  # fmt: skip
 
 
@@ -99,7 +100,8 @@ def task_to_row(t: Task, memo: dict[int, str] | None = None) -> tuple[Any, ...]:
         # Only a review that is required is stored: completion tests `review IS NULL`.
         t.review.model_dump_json() if t.review and t.review.required else None,
         t.team.model_dump_json() if t.team else None, t.limit_key,
-        dumps(t.resources) if t.resources else None, 0.0,  # sort_key stays last
+        dumps(t.resources) if t.resources else None, t.cache_key, t.progress,
+        t.actual_duration_s, 0.0,  # sort_key stays last
     )  # fmt: skip
 
 
@@ -188,6 +190,7 @@ def row_to_task(r: dict[str, Any], children: list[str] | None = None) -> Task:
     resources = r.get("resources")
     r["resources"] = orjson.loads(resources) if resources else {}
     r.setdefault("limit_key", None)
+    r.setdefault("cache_key", None)
     r["waiting_on"] = None
     fromts = datetime.fromtimestamp
     for name in _TIME_FIELDS:

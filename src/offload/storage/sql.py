@@ -66,6 +66,7 @@ from offload.domain.status import (
     expand_statuses,
 )
 from offload.storage.agents_sql import AgentsSql
+from offload.storage.cache_sql import CacheSql
 from offload.storage.flow_sql import FlowSql
 from offload.storage.review_sql import ReviewSql
 from offload.storage.rows import (
@@ -192,7 +193,7 @@ class Dialect:
         return f"(VALUES {', '.join([row] * rows)}) AS c"
 
 
-class SqlStore(AgentsSql, FlowSql, ReviewSql):
+class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql):
     """The store logic shared by every SQL backend (see :class:`offload.ports.store.Store`).
 
     Each public method runs one transaction through :meth:`_write` or :meth:`_read`, which a
@@ -334,6 +335,18 @@ class SqlStore(AgentsSql, FlowSql, ReviewSql):
                 if existing is not None:
                     out.append(self._task(cur, existing["id"]))
                     continue
+            if t.cache_key is not None and t.status is Status.QUEUED:
+                hit, cached = self._cache_get(cur, t.cache_key, now)
+                if hit:
+                    # Created already done: same result, no handler run.
+                    t.status, t.result, t.cache_hit, t.progress = (
+                        Status.COMPLETED,
+                        loads(cached),
+                        True,
+                        100.0,
+                    )
+                    t.queued_at, t.started_at, t.finished_at = None, dt(now), dt(now)
+                    t.actual_duration_s = 0.0
             if t.status is Status.QUEUED:
                 t, edge_states[t.id] = self._initial_state(cur, t, batch, now)
                 if t.limit_key is not None and t.status is not Status.CANCELLED:
@@ -355,7 +368,11 @@ class SqlStore(AgentsSql, FlowSql, ReviewSql):
                     now,
                     "created",
                     t.requester.id,
-                    dumps({"status": t.status.value, "type": t.type}),
+                    dumps(
+                        {"status": t.status.value, "type": t.type, "cache_hit": True}
+                        if t.cache_hit
+                        else {"status": t.status.value, "type": t.type}
+                    ),
                 )
             )
             batch[t.id] = t
@@ -856,11 +873,15 @@ class SqlStore(AgentsSql, FlowSql, ReviewSql):
                 f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
                 f"AND tasks.status IN {_LEASED_SQL} "
                 "RETURNING tasks.id, tasks.parent_id, tasks.n_dependents, tasks.lease_holder, "
-                "tasks.attempt, tasks.review",
+                "tasks.attempt, tasks.review, tasks.type, tasks.cache_key, tasks.cache_ttl_s",
                 (now, now, now, *chunk),
             ).fetchall()
             for row in rows:
                 done[row["id"]] = row
+        cacheable = [r for r in done.values() if r["cache_key"] and r["review"] is None]
+        if cacheable:
+            results = {values[i]: values[i + 2] for i in range(0, len(values), 3)}
+            self._cache_put(cur, cacheable, results, now)
         reviewing = [r for r in done.values() if r["review"] is not None]
         if reviewing:
             self._request_reviews(cur, reviewing, now)
@@ -1495,6 +1516,7 @@ class SqlStore(AgentsSql, FlowSql, ReviewSql):
                 "lease_expired": len(expired),
                 "promoted": promoted,
                 "deadline_failed": len(late),
+                "cache_purged": self._purge_cache(cur, now),
             }
 
         return await self._run(self._write, w)
