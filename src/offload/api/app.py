@@ -20,6 +20,7 @@ from offload.api import (
     routes_agents,
     routes_flow,
     routes_reviews,
+    routes_schedules,
     routes_system,
     routes_tasks,
     routes_workers,
@@ -102,6 +103,7 @@ def create_app(
     app.include_router(sse.router)
     app.include_router(routes_system.router)
     app.include_router(routes_flow.router)
+    app.include_router(routes_schedules.router)
     app.include_router(routes_system.probes)
     app.add_middleware(AuditLog)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -21,6 +21,7 @@ from offload.cli import (
     info,
     mcp_cmd,
     review,
+    schedule,
     tasks,
     workflow,
 )
@@ -47,6 +48,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(flow.limit_app, name="limit")
 app.add_typer(flow.resource_app, name="resource")
 app.add_typer(flow.cache_app, name="cache")
+app.add_typer(schedule.app, name="schedule")
 app.add_typer(agents.app, name="agent")
 agents.app.command("serve")(agent_serve.agent_serve)
 flow.add_queue_commands(agents.queue_app)

@@ -24,6 +24,7 @@ _HINTS: dict[str, str] = {
 _NOT_FOUND_HINTS: dict[str, str] = {
     "resource": "run `offload resource list` to see resources",
     "limit": "run `offload limit list` to see limited task types",
+    "schedule": "run `offload schedule list` to see schedules",
 }
 
 

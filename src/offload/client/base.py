@@ -42,6 +42,7 @@ from offload.domain.models import (
     WorkflowSpec,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter
+from offload.domain.schedules import Schedule, ScheduleSpec
 
 T = TypeVar("T")
 
@@ -153,6 +154,26 @@ class AsyncClient(Protocol):
 
     async def clear_cache(self, task_type: str | None = None) -> int:
         """Drop cached results of one type (or all); returns how many (admin)."""
+        ...
+
+    async def create_schedule(self, spec: ScheduleSpec) -> Schedule:
+        """Create a schedule (a task template on a timetable)."""
+        ...
+
+    async def list_schedules(self) -> builtins.list[Schedule]:
+        """Your schedules."""
+        ...
+
+    async def get_schedule(self, ident: str) -> Schedule:
+        """One schedule by id or name."""
+        ...
+
+    async def delete_schedule(self, ident: str) -> Schedule:
+        """Remove a schedule."""
+        ...
+
+    async def pause_schedule(self, ident: str, paused: bool = True) -> Schedule:
+        """Pause (or, with ``paused=False``, resume) a schedule."""
         ...
 
     async def list_queue_settings(self) -> builtins.list[QueueSettings]:
@@ -412,6 +433,31 @@ class Client:
     def clear_cache(self, task_type: str | None = None) -> int:
         """Drop cached results of one type (or all); returns how many."""
         return self._run(self.aio.clear_cache(task_type))
+
+    def create_schedule(
+        self, name: str, task_type: str, input: Any = None, **options: Any
+    ) -> Schedule:
+        """``create_schedule("nightly", "report.build", {...}, cron="0 2 * * *")``: options
+        are ``cron``, ``every_s``, ``timezone``, ``catchup`` and ``task`` (extra task fields)."""
+        task = {"type": task_type, "input": input or {}, **options.pop("task", {})}
+        spec = ScheduleSpec.model_validate({"name": name, "task": task, **options})
+        return self._run(self.aio.create_schedule(spec))
+
+    def list_schedules(self) -> builtins.list[Schedule]:
+        """Your schedules."""
+        return self._run(self.aio.list_schedules())
+
+    def get_schedule(self, ident: str) -> Schedule:
+        """One schedule by id or name."""
+        return self._run(self.aio.get_schedule(ident))
+
+    def delete_schedule(self, ident: str) -> Schedule:
+        """Remove a schedule."""
+        return self._run(self.aio.delete_schedule(ident))
+
+    def pause_schedule(self, ident: str, paused: bool = True) -> Schedule:
+        """Pause (or resume) a schedule."""
+        return self._run(self.aio.pause_schedule(ident, paused))
 
     def task_types(self) -> builtins.list[TaskTypeInfo]:
         """The task-type catalogue."""

@@ -78,6 +78,7 @@ from offload.domain.models import (
     WorkflowSpec,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter
+from offload.domain.schedules import Schedule, ScheduleSpec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -125,6 +126,10 @@ class _Leases(BaseModel):
 
 class _Limits(BaseModel):
     limits: list[Limit]
+
+
+class _Schedules(BaseModel):
+    schedules: list[Schedule]
 
 
 class _Queues(BaseModel):
@@ -421,6 +426,30 @@ class HttpClient:
     async def list_queue_settings(self) -> builtins.list[QueueSettings]:
         """Every queue with options set."""
         return (await self._get("/v1/queues", _Queues)).queues
+
+    async def create_schedule(self, spec: ScheduleSpec) -> Schedule:
+        """Create a schedule."""
+        return await self._post(
+            "/v1/schedules", Schedule, spec.model_dump_json(exclude_none=True).encode()
+        )
+
+    async def list_schedules(self) -> builtins.list[Schedule]:
+        """Your schedules."""
+        return (await self._get("/v1/schedules", _Schedules)).schedules
+
+    async def get_schedule(self, ident: str) -> Schedule:
+        """One schedule."""
+        return await self._get(f"/v1/schedules/{_q(ident)}", Schedule)
+
+    async def delete_schedule(self, ident: str) -> Schedule:
+        """Remove a schedule."""
+        response = await self._call("DELETE", f"/v1/schedules/{_q(ident)}")
+        return Schedule.model_validate_json(response.content)
+
+    async def pause_schedule(self, ident: str, paused: bool = True) -> Schedule:
+        """Pause or resume a schedule."""
+        action = "pause" if paused else "resume"
+        return await self._post(f"/v1/schedules/{_q(ident)}/{action}", Schedule)
 
     async def clear_cache(self, task_type: str | None = None) -> int:
         """Drop cached results."""

@@ -36,6 +36,7 @@ from offload.domain.models import (
     WorkflowSpec,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter
+from offload.domain.schedules import Schedule, ScheduleSpec
 
 
 class LocalClient:
@@ -142,6 +143,26 @@ class LocalClient:
     async def clear_cache(self, task_type: str | None = None) -> int:
         """Drop cached results."""
         return await self.service.clear_cache(task_type)
+
+    async def create_schedule(self, spec: ScheduleSpec) -> Schedule:
+        """Create a schedule."""
+        return await self.service.create_schedule(spec, self.owner)
+
+    async def list_schedules(self) -> builtins.list[Schedule]:
+        """Your schedules."""
+        return await self.service.list_schedules(self.owner)
+
+    async def get_schedule(self, ident: str) -> Schedule:
+        """One schedule."""
+        return await self.service.get_schedule(ident, self.owner)
+
+    async def delete_schedule(self, ident: str) -> Schedule:
+        """Remove a schedule."""
+        return await self.service.delete_schedule(ident, self.owner)
+
+    async def pause_schedule(self, ident: str, paused: bool = True) -> Schedule:
+        """Pause or resume a schedule."""
+        return await self.service.pause_schedule(ident, paused, self.owner)
 
     async def review(self, task_id: str, decision: ReviewDecision) -> Task:
         """Approve or reject a task in ``reviewing``."""

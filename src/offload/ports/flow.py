@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from offload.domain.flow import (
@@ -12,6 +13,8 @@ from offload.domain.flow import (
     Resource,
     WaitingOn,
 )
+from offload.domain.models import Task
+from offload.domain.schedules import Schedule, ScheduleSpec
 
 
 class FlowStore(Protocol):
@@ -68,6 +71,45 @@ class FlowStore(Protocol):
 
     async def cache_stats(self, now: float) -> dict[str, int]:
         """Live cached results per type."""
+        ...
+
+    async def create_schedule(
+        self, schedule_id: str, spec: ScheduleSpec, owner: str | None, next_at: float, now: float
+    ) -> Schedule:
+        """Store a new schedule."""
+        ...
+
+    async def get_schedule(self, ident: str, owner: str | None = None) -> Schedule:
+        """One schedule by id or name."""
+        ...
+
+    async def list_schedules(self, owner: str | None = None) -> list[Schedule]:
+        """Every schedule (of ``owner`` when given)."""
+        ...
+
+    async def delete_schedule(self, ident: str, owner: str | None = None) -> Schedule:
+        """Remove a schedule."""
+        ...
+
+    async def pause_schedule(
+        self,
+        ident: str,
+        paused: bool,
+        next_at: Callable[[Schedule], float] | None,
+        owner: str | None,
+        now: float,
+    ) -> Schedule:
+        """Pause or resume a schedule."""
+        ...
+
+    async def due_schedules(self, now: float) -> list[Schedule]:
+        """Unpaused schedules whose next firing has come."""
+        ...
+
+    async def fire_schedule(
+        self, schedule_id: str, firings: Sequence[tuple[float, Task]], next_at: float, now: float
+    ) -> list[Task]:
+        """Create each firing's task once, advance the timetable."""
         ...
 
     async def flow_stats(self) -> dict[str, Any]:

@@ -79,6 +79,7 @@ from offload.storage.rows import (
     row_to_task,
     task_to_row,
 )
+from offload.storage.schedules_sql import SchedulesSql
 
 R = TypeVar("R")
 
@@ -193,7 +194,7 @@ class Dialect:
         return f"(VALUES {', '.join([row] * rows)}) AS c"
 
 
-class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql):
+class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
     """The store logic shared by every SQL backend (see :class:`offload.ports.store.Store`).
 
     Each public method runs one transaction through :meth:`_write` or :meth:`_read`, which a

@@ -1,0 +1,23 @@
+-- Schedules (PRODUCT.md §4.9): a task template on a timetable. Each firing is recorded under
+-- a unique (schedule_id, fire_time) in the transaction that creates its task, so a firing
+-- happens exactly once however many servers run.
+CREATE TABLE schedules (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    owner         TEXT,
+    spec          TEXT NOT NULL,
+    paused        INTEGER NOT NULL DEFAULT 0,
+    next_fire_at  REAL NOT NULL,
+    last_fired_at REAL,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL
+);
+CREATE UNIQUE INDEX schedules_name ON schedules (coalesce(owner, ''), name);
+CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0;
+
+CREATE TABLE schedule_firings (
+    schedule_id TEXT NOT NULL,
+    fire_time   REAL NOT NULL,
+    task_id     TEXT,
+    PRIMARY KEY (schedule_id, fire_time)
+);
