@@ -8,6 +8,8 @@ import os
 import time
 from typing import Any
 
+from pydantic import BaseModel
+
 import offload
 from offload import TaskContext
 
@@ -143,3 +145,38 @@ def counted(path: str, n: int) -> int:
     with open(path, "a") as f:
         f.write(f"{n}\n")
     return n * n
+
+
+class Word(BaseModel):
+    """An item of the batched test type."""
+
+    text: str
+
+
+def _log_batch(path: str | None, size: int) -> None:
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{size}\n")
+
+
+@offload.task("wt.upper_batch", batch_size=50, batch_wait_ms=50)
+def upper_batch(items: list[Word]) -> list[Any]:
+    """Upper-cases words; the word "boom" fails alone. Logs each call's size to $WT_BATCH_LOG."""
+    _log_batch(os.environ.get("WT_BATCH_LOG"), len(items))
+    return [
+        offload.Fatal(f"cannot shout {w.text!r}") if w.text == "boom" else w.text.upper()
+        for w in items
+    ]
+
+
+@offload.task("wt.len_batch_async", batch_size=10, batch_wait_ms=20)
+async def len_batch_async(items: list[dict]) -> list[int]:
+    """Async batched handler on plain dicts."""
+    await asyncio.sleep(0)
+    return [len(i) for i in items]
+
+
+@offload.task("wt.short_batch", batch_size=5, batch_wait_ms=20)
+def short_batch(items: list[dict]) -> list[int]:
+    """Returns one result too few: every task of the batch fails clearly."""
+    return [1] * (len(items) - 1)

@@ -101,8 +101,12 @@ class TaskType:
     concurrency_strategy: str = "queue"
     rate_limit: str | None = None
     cache_ttl_s: float | None = None
+    #: Handler batching (§4.11): the handler takes a list of inputs (``batch_param``), as
+    #: models or dicts (``batch_models``), and returns one result per input.
     batch_size: int | None = None
     batch_wait_ms: float | None = None
+    batch_param: str | None = None
+    batch_models: bool = False
     #: A single pydantic-model parameter receives the whole validated model.
     model_param: str | None = None
     #: Review every result of this type (``review={"reviewer": "human"}`` or a ReviewSpec).
@@ -153,6 +157,11 @@ class TaskType:
             ) from None
         return model.model_dump(mode="json")
 
+    def batch_item(self, data: Any) -> Any:
+        """One task's input as a batch handler's item (a model, or a plain dict)."""
+        model = self.input_model.model_validate(data if data is not None else {})
+        return model if self.batch_models else model.model_dump(mode="json")
+
     def call_kwargs(self, data: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments for the handler from stored (already validated) input."""
         model = self.input_model.model_validate(data)
@@ -173,6 +182,11 @@ class TaskType:
             queue=self.queue,
             executable=self.executable,
             version=self.version,
+            batch_size=self.batch_size,
+            batch_wait_ms=self.batch_wait_ms,
+            cache_ttl_s=self.cache_ttl_s,
+            concurrency=self.concurrency,
+            rate_limit=self.rate_limit,
         )
 
 
@@ -197,6 +211,40 @@ def _describe(type_name: str, exc: ValidationError) -> str:
             msg = "unexpected field"
         parts.append(f"input.{_loc(e)}: {msg}")
     return f"invalid input for {type_name}: " + "; ".join(parts)
+
+
+class _AnyItem(BaseModel):
+    """An item of a batch handler typed ``list[dict]``: any JSON object."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def batch_item_model(name: str, fn: Callable[..., Any]) -> tuple[type[BaseModel], str, bool]:
+    """For a batch handler ``fn(items: list[Item])``: the item model, the parameter's name
+    and whether the items are passed as models (else as dicts)."""
+    sig = inspect.signature(fn)
+    if CONTEXT_PARAM in sig.parameters:
+        raise InvalidInput(
+            f"batch handler {name} cannot take ctx: a call serves many tasks", field="handler"
+        )
+    params = list(sig.parameters.values())
+    try:
+        hints = get_type_hints(fn)
+    except Exception:
+        hints = {}
+    ann = hints.get(params[0].name) if len(params) == 1 else None
+    origin = getattr(ann, "__origin__", None)
+    args: tuple[Any, ...] = tuple(getattr(ann, "__args__", ()))
+    if len(params) != 1 or origin is not list or len(args) != 1:
+        raise InvalidInput(
+            f"batch handler {name} must take one parameter typed list[Model] or list[dict] "
+            "(each task's input is one item) and return a list of the same length",
+            field="handler",
+        )
+    item = args[0]
+    if inspect.isclass(item) and issubclass(item, BaseModel):
+        return item, params[0].name, True
+    return _AnyItem, params[0].name, False
 
 
 def model_from_signature(
@@ -283,7 +331,15 @@ class Registry:
 
         def decorate(fn: F) -> F:
             type_name = name or f"{fn.__module__}.{fn.__qualname__}"
-            model, model_param, takes_ctx = model_from_signature(type_name, fn)
+            if options.get("batch_size") is not None:
+                if int(options["batch_size"]) < 1:
+                    raise InvalidInput(f"{type_name}: batch_size must be 1 or more")
+                item, param, as_models = batch_item_model(type_name, fn)
+                options["batch_param"] = param
+                options["batch_models"] = as_models
+                model, model_param, takes_ctx = item, None, False
+            else:
+                model, model_param, takes_ctx = model_from_signature(type_name, fn)
             doc = description if description is not None else inspect.getdoc(fn) or ""
             self.add(
                 TaskType(

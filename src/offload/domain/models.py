@@ -739,6 +739,11 @@ class TaskTypeInfo(_Model):
     queue: str = "default"
     executable: bool = True
     version: int = 1
+    batch_size: int | None = Field(None, description="handler takes up to this many inputs")
+    batch_wait_ms: float | None = None
+    cache_ttl_s: float | None = None
+    concurrency: int | None = None
+    rate_limit: str | None = None
 
 
 class Role(StrEnum):

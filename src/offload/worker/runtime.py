@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from offload import __version__
 from offload.client.base import AsyncClient, Client
 from offload.core.registry import Registry, TaskType, default_registry, load_task_modules
-from offload.domain.errors import InvalidInput, UnknownTaskType
+from offload.domain.errors import Fatal, InvalidInput, UnknownTaskType
 from offload.domain.models import (
     Agent,
     AgentRegistration,
@@ -165,6 +165,9 @@ class Worker:
         self._signals = 0
         # Per-run state, (re)made by _prepare().
         self._held: dict[str, _Attempt] = {}
+        # Batched types (§4.11): attempts waiting for their batch, and each batch's timer.
+        self._batches: dict[str, list[_Attempt]] = {}
+        self._batch_timers: dict[str, asyncio.TimerHandle] = {}
         self._backlog: deque[_Attempt] = deque()
         self._running = 0
         self._finished = 0
@@ -343,6 +346,8 @@ class Worker:
         self._drained = asyncio.Event()
         self._held = {}
         self._backlog = deque()
+        self._batches = {}
+        self._batch_timers = {}
         self._running = 0
         self._finished = 0
         self._releases = []
@@ -515,12 +520,105 @@ class Worker:
         att.started = True
         self._running += 1
         loop = cast(asyncio.AbstractEventLoop, self._loop)
+        if att.type.batch_size is not None:
+            self._batch_add(att, loop)
+            return
         if att.type.is_async:
             att.running = loop.create_task(self._run_async(att))
             return
         if att.timeout_s is not None:
             att.timer = loop.call_later(att.timeout_s, self._time_out, att)
         self._threads.submit(att)
+
+    # -- batched handlers ------------------------------------------------------
+    def _batch_add(self, att: _Attempt, loop: asyncio.AbstractEventLoop) -> None:
+        """Gather attempts of a batched type: a full batch goes at once, a partial one
+        ``batch_wait_ms`` after its first attempt arrived."""
+        name = att.type.name
+        batch = self._batches.setdefault(name, [])
+        batch.append(att)
+        if att.timeout_s is not None:
+            # Each task keeps its own time limit; a late batch result is then ignored.
+            att.timer = loop.call_later(att.timeout_s, self._time_out, att)
+        if len(batch) >= (att.type.batch_size or 1):
+            self._batch_flush(name)
+        elif len(batch) == 1:
+            wait_s = (att.type.batch_wait_ms or 0.0) / 1000.0
+            self._batch_timers[name] = loop.call_later(wait_s, self._batch_flush, name)
+
+    def _batch_flush(self, name: str) -> None:
+        timer = self._batch_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        atts = [a for a in self._batches.pop(name, []) if not a.settled]
+        if not atts:
+            return
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
+        tt = atts[0].type
+        items: list[Any] = []
+        ready: list[_Attempt] = []
+        for att in atts:
+            try:
+                items.append(tt.batch_item(att.task.input))
+                ready.append(att)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "input"
+                self._finish(att, error=InvalidInput(
+                    f"stored input no longer fits {tt.name}: input.{where}: {first['msg']}"
+                ))  # fmt: skip
+        if not ready:
+            return
+        handler = cast(Callable[..., Any], tt.handler)
+        kwargs = {cast(str, tt.batch_param): items}
+        if tt.is_async:
+            loop.create_task(self._run_batch_async(ready, handler, kwargs))
+        else:
+            fut = loop.run_in_executor(None, lambda: handler(**kwargs))
+            fut.add_done_callback(lambda f: self._batch_done(ready, f))
+
+    async def _run_batch_async(
+        self, atts: list[_Attempt], handler: Callable[..., Any], kwargs: dict[str, Any]
+    ) -> None:
+        limits = [a.timeout_s for a in atts if a.timeout_s is not None]
+        try:
+            if limits:
+                async with asyncio.timeout(max(limits)):
+                    results = await handler(**kwargs)
+            else:
+                results = await handler(**kwargs)
+        except BaseException as exc:  # whatever a handler raises fails its whole batch
+            for att in atts:
+                self._finish(att, error=exc)
+            return
+        self._batch_results(atts, results)
+
+    def _batch_done(self, atts: list[_Attempt], fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            for att in atts:
+                self._finish(att, error=exc)
+            return
+        self._batch_results(atts, fut.result())
+
+    def _batch_results(self, atts: list[_Attempt], results: Any) -> None:
+        """One result per input, in order; an exception instance fails just its task."""
+        if not isinstance(results, (list, tuple)) or len(results) != len(atts):
+            got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+            error = Fatal(
+                f"batch handler {atts[0].type.name} returned {got} results for {len(atts)} "
+                "inputs; it must return a list with one result per input, in order"
+            )
+            for att in atts:
+                self._finish(att, error=error)
+            return
+        for att, result in zip(atts, results, strict=True):
+            if isinstance(result, BaseException):
+                self._finish(att, error=result)
+            else:
+                self._finish(att, result=result)
 
     def _call_kwargs(self, att: _Attempt) -> dict[str, Any]:
         try:
