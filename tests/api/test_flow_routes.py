@@ -35,6 +35,11 @@ def test_flow_control_routes(tmp_path: Path) -> None:
         )
         assert http.put("/v1/queues/default", json={"fairness": "random"}).status_code == 422
 
+        metrics = http.get("/metrics").text
+        assert "offload_tasks_limited_queued 1.0" in metrics
+        assert 'offload_resource_capacity{resource="gpu"} 1.0' in metrics
+        assert 'offload_resource_units_in_use{resource="gpu"} 0.0' in metrics
+
         assert http.delete("/v1/cache", params={"type": "util.echo"}).json() == {"removed": 0}
         assert http.get("/v1/cache").json() == {"entries": {}}
 

@@ -73,6 +73,18 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.agents = Gauge("offload_agents", "Agents by status.", ["status"], registry=r)
+        self.limited_queued = Gauge(
+            "offload_tasks_limited_queued",
+            "Queued tasks under a concurrency/rate limit or needing a resource.",
+            registry=r,
+        )
+        self.resource_in_use = Gauge(
+            "offload_resource_units_in_use", "Units held by running tasks.", ["resource"],
+            registry=r,
+        )  # fmt: skip
+        self.resource_capacity = Gauge(
+            "offload_resource_capacity", "Units a resource has.", ["resource"], registry=r
+        )
         self.leases_expired = Counter(
             "offload_leases_expired", "Leases that expired (worker lost or too slow).", registry=r
         )
@@ -170,6 +182,13 @@ class Metrics:
         self.agents.clear()
         for agent_status in AgentStatus:
             self.agents.labels(agent_status.value).set(stats.agents.get(agent_status.value, 0))
+        flow = await self.service.store.flow_stats()
+        self.limited_queued.set(flow["limited_queued"])
+        self.resource_in_use.clear()
+        self.resource_capacity.clear()
+        for name, (in_use, capacity) in flow["resources"].items():
+            self.resource_in_use.labels(name).set(in_use)
+            self.resource_capacity.labels(name).set(capacity)
         agents = await self.service.list_agents()
         queues = {"default"} | {t.queue for t in self.service.task_types()}
         queues |= {q for a in agents for q in a.queues}
