@@ -1,5 +1,5 @@
-"""A schedule firing every second, with two processes running maintenance on one database:
-every firing time creates exactly one task (SQLite and PostgreSQL)."""
+"""A cron schedule firing every second, with two processes running maintenance on one
+database: every firing time creates exactly one task (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def test_every_second_with_two_processes_fires_once_per_second(
         for _ in range(2):
             procs.spawn("--concurrency", "4", imports=False)
         wait_until(lambda: len(sc.list_agents()) >= 2, 60, "two workers", 0.1)
-        sch = sc.create_schedule("tick", "util.echo", {"from": "schedule"}, every_s=1)
+        # Six fields: croniter's seconds field, so "every second" in cron terms.
+        sch = sc.create_schedule("tick", "util.echo", {"from": "schedule"}, cron="* * * * * *")
         start = sch.next_fire_at.timestamp()
         time.sleep(5.6)
         sc.pause_schedule("tick")
