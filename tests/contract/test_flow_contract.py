@@ -210,3 +210,14 @@ def test_without_fairness_a_flood_goes_first(svc: Harness) -> None:
     _owned(svc, "tenant-a", 50)
     _owned(svc, "tenant-b", 5)
     assert {t.owner for t in claim(svc, 20)} == {"tenant-a"}
+
+
+def test_push_dispatch_leaves_limited_tasks_to_claims(svc: Harness) -> None:
+    # Only claims enforce limits and resources, so the push dispatcher never places them.
+    limit(svc, concurrency=1)
+    submit(svc, 2)
+    svc(svc.service.set_resource("gpu", 1))
+    svc(svc.service.submit(spec("t.num", resources={"gpu": 1})))
+    free = svc(svc.service.submit(spec("t.num")))
+    got = svc(svc.service.store.dispatchable("default", 1, 10))
+    assert [t.id for t in got] == [free.id]

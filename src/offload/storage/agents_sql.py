@@ -209,11 +209,13 @@ class AgentsSql:
     # ------------------------------------------------------------------ push assignment
     async def dispatchable(self, queue: str, min_priority: int, limit: int) -> list[Task]:
         """Queued tasks of ``queue`` the dispatcher may place, best first, leaving out
-        tasks that are or were up for auction."""
+        tasks that are or were up for auction, and tasks under a concurrency/rate limit or
+        needing a resource: only claims enforce those, so such tasks are always pulled."""
 
         def q(cur: Any) -> list[Task]:
             rows = cur.execute(
                 "SELECT * FROM tasks WHERE status = 'queued' AND queue = ? AND priority >= ? "
+                "AND limit_key IS NULL AND resources IS NULL "
                 "AND NOT EXISTS (SELECT 1 FROM auctions au WHERE au.task_id = tasks.id) "
                 "ORDER BY sort_key LIMIT ?",
                 (queue, min_priority, limit),
