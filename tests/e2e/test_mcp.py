@@ -57,6 +57,9 @@ TOOLS = {
     "retry_task",
     "list_reviews",
     "review_task",
+    "schedule_task",
+    "list_schedules",
+    "remove_schedule",
 }
 WORKER_OPTIONS = ("--concurrency", "4", "--lease-ttl", "10", "--grace", "2")
 READ_ONLY = {
@@ -65,6 +68,7 @@ READ_ONLY = {
     "list_task_types",
     "wait_for_task",
     "list_reviews",
+    "list_schedules",
 }
 
 
@@ -543,3 +547,27 @@ async def test_http_mount_serves_each_request_with_its_own_tenant(tmp_path: Path
                 server.should_exit = True
     finally:
         await service.store.close()
+
+
+@pytest.mark.anyio
+async def test_agents_schedule_recurring_work(tmp_path: Path) -> None:
+    async with _in_process(f"sqlite:///{tmp_path / 'x.db'}") as (client, _):
+        made = await _ok(
+            client,
+            "schedule_task",
+            {"name": "weekday-report", "task_type": "util.echo", "parameters": {"r": 1},
+             "cron": "0 9 * * 1-5", "timezone": "Europe/Paris"},
+        )  # fmt: skip
+        assert made["when"] == "cron 0 9 * * 1-5 (Europe/Paris)" and not made["paused"]
+        listed = await _ok(client, "list_schedules", {})
+        assert [s["name"] for s in listed["schedules"]] == ["weekday-report"]
+        await _error(
+            client, "schedule_task",
+            {"name": "x", "task_type": "util.echo", "cron": "daily at nine"}, "cron",
+        )  # fmt: skip
+        await _error(
+            client, "schedule_task", {"name": "y", "task_type": "util.echo"}, "exactly one"
+        )
+        removed = await _ok(client, "remove_schedule", {"name": "weekday-report"})
+        assert removed["id"] == made["id"]
+        await _error(client, "remove_schedule", {"name": "weekday-report"}, "not found")

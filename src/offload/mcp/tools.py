@@ -18,6 +18,7 @@ from offload.client.base import AsyncClient
 from offload.domain.errors import InvalidInput, OffloadError, UnknownTaskType, WaitTimeout
 from offload.domain.models import MAX_BULK, ReviewStatus, TaskFilter, TaskSpec, WorkflowSpec
 from offload.domain.review import ReviewDecision, ReviewFilter
+from offload.domain.schedules import ScheduleSpec
 from offload.domain.status import Status
 from offload.mcp.errors import error_result, offload_error_result, validation_errors
 from offload.mcp.scope import ClientFactory, current_request
@@ -27,6 +28,8 @@ from offload.mcp.views import (
     MAX_RESULT_CHARS,
     QueueStats,
     ReviewList,
+    ScheduleList,
+    ScheduleView,
     TaskList,
     TaskTypeList,
     TaskView,
@@ -34,6 +37,7 @@ from offload.mcp.views import (
     preview,
     queue_stats,
     review_list,
+    schedule_view,
     task_list,
     task_view,
     to_json_text,
@@ -604,6 +608,68 @@ class OffloadTools:
 
         return await self._guard(call)
 
+    # -- schedules -----------------------------------------------------------------------
+
+    async def schedule_task(
+        self,
+        name: Annotated[str, Field(min_length=1, max_length=200, description="a name for it")],
+        task_type: Annotated[str, Field(description="a type from list_task_types")],
+        parameters: Annotated[
+            dict[str, Any] | None, Field(description="the input each created task gets")
+        ] = None,
+        cron: Annotated[
+            str | None, Field(description="five-field cron, e.g. '0 9 * * 1-5' (weekdays 9:00)")
+        ] = None,
+        every_s: Annotated[
+            float | None, Field(ge=1, description="or: fire every this many seconds")
+        ] = None,
+        timezone: Annotated[str, Field(description="IANA timezone for cron")] = "UTC",
+    ) -> Annotated[CallToolResult, ScheduleView]:
+        """Create a recurring task: one task per firing of cron (or every every_s seconds).
+
+        Use it for work that must happen on a timetable: a nightly report, a check every
+        five minutes. Give exactly one of cron or every_s. Each firing creates one task,
+        exactly once; find them with get_agent_tasks. Stop it with remove_schedule.
+        """
+
+        async def call(client: AsyncClient) -> CallToolResult:
+            spec = ScheduleSpec.model_validate(
+                {"name": name, "cron": cron, "every_s": every_s, "timezone": timezone,
+                 "task": {"type": task_type, "input": parameters or {}}}
+            )  # fmt: skip
+            view = schedule_view(await client.create_schedule(spec))
+            return _ok(
+                view,
+                f"Schedule {view.name} creates a {view.task_type} task {view.when}; "
+                f"next at {view.next_fire_at}.",
+            )
+
+        return await self._guard(call)
+
+    async def list_schedules(self) -> Annotated[CallToolResult, ScheduleList]:
+        """Your schedules: what task each one creates, on which timetable, and when it fires
+        next (UTC). Use it before schedule_task to avoid a second schedule for the same job,
+        and to find the name remove_schedule needs."""
+
+        async def call(client: AsyncClient) -> CallToolResult:
+            views = [schedule_view(s) for s in await client.list_schedules()]
+            return _ok(ScheduleList(schedules=views), f"{len(views)} schedule(s).")
+
+        return await self._guard(call)
+
+    async def remove_schedule(
+        self, name: Annotated[str, Field(description="the schedule's name or id")]
+    ) -> Annotated[CallToolResult, ScheduleView]:
+        """Stop a schedule for good, by name or id. Tasks it already created stay as they are
+        (cancel them with cancel_agent_task if needed). To change a timetable, remove the
+        schedule and create it again with schedule_task."""
+
+        async def call(client: AsyncClient) -> CallToolResult:
+            view = schedule_view(await client.delete_schedule(name))
+            return _ok(view, f"Schedule {view.name} removed.")
+
+        return await self._guard(call)
+
     # -- review ------------------------------------------------------------------------
 
     async def list_reviews(
@@ -757,4 +823,15 @@ TOOLS: dict[str, tuple[str, ToolAnnotations]] = {
         ),
     ),
     "get_queue_stats": ("Queue statistics", _READ),
+    "schedule_task": ("Create a recurring task", _ADD),
+    "list_schedules": ("List schedules", _READ),
+    "remove_schedule": (
+        "Remove a schedule",
+        ToolAnnotations(
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=False,
+            open_world_hint=False,
+        ),
+    ),
 }

@@ -413,3 +413,29 @@ def review_list(page: TaskPage) -> ReviewList:
         total=page.total,
         next_offset=end if end < page.total else None,
     )
+
+
+class ScheduleView(_View):
+    """A schedule: a task template on a timetable."""
+
+    id: str
+    name: str = Field(description="pass to remove_schedule")
+    task_type: str
+    when: str = Field(description="'cron EXPR (TZ)' or 'every N s'")
+    next_fire_at: str = Field(description="UTC, ISO 8601")
+    paused: bool
+
+
+class ScheduleList(_View):
+    """Your schedules."""
+
+    schedules: list[ScheduleView]
+
+
+def schedule_view(s: Any) -> ScheduleView:
+    """The agent-facing view of a schedule."""
+    when = f"cron {s.cron} ({s.timezone})" if s.cron is not None else f"every {s.every_s:g} s"
+    return ScheduleView(
+        id=s.id, name=s.name, task_type=s.task.type, when=when,
+        next_fire_at=s.next_fire_at.isoformat(), paused=s.paused,
+    )  # fmt: skip
