@@ -80,3 +80,13 @@ def test_failures_and_dependent_tasks_are_not_cached(svc: Harness) -> None:
         )
     )
     assert not svc(svc.service.submit(spec("t.cached", input={"n": 4}))).cache_hit
+
+
+def test_one_tenant_never_gets_another_tenants_result(svc: Harness) -> None:
+    mine = svc(svc.service.submit(spec("t.cached", input={"n": 9}), "tenant-a"))
+    (leased,) = claim(svc, 1)
+    assert leased.id == mine.id
+    complete(svc, leased, {"secret": "a"})
+    assert svc(svc.service.submit(spec("t.cached", input={"n": 9}), "tenant-a")).cache_hit
+    theirs = svc(svc.service.submit(spec("t.cached", input={"n": 9}), "tenant-b"))
+    assert not theirs.cache_hit and theirs.result is None

@@ -206,7 +206,7 @@ class QueueService:
         # The cache serves stand-alone work: a task that waits on others, belongs to a
         # workflow or needs a review is always run.
         ckey = (
-            cache_key(tt.name, tt.version, task_input)
+            cache_key(tt.name, tt.version, task_input, owner)
             if ttl and not deps and parent_id is None and review is None
             else None
         )

@@ -207,10 +207,13 @@ class WaitingOn(StrEnum):
     PAUSED = "paused"
 
 
-def cache_key(task_type: str, version: int | str, task_input: Any) -> str:
-    """The result-cache key: type, type version and the canonical input, hashed."""
+def cache_key(task_type: str, version: int | str, task_input: Any, owner: str | None = None) -> str:
+    """The result-cache key: type, type version, owner and the canonical input, hashed.
+
+    The owner is part of it so one tenant is never handed another tenant's result.
+    """
     import hashlib
 
-    canonical = orjson.dumps(task_input, option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps([owner, task_input], option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256(canonical).hexdigest()
     return f"{task_type}@{version}:{digest}"
