@@ -154,3 +154,11 @@ def wait_status(
 
     wait_until(check, timeout, f"task {task_id} to become {sorted(statuses)}")
     return box[0]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on each backend (the test runs once per backend)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'offload.db'}"
+    return str(request.getfixturevalue("pg_server").new_database())

@@ -15,13 +15,6 @@ from .conftest import WorkerProcesses, wait_until
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'offload.db'}"
-    return str(request.getfixturevalue("pg_server").new_database())
-
-
 @pytest.fixture
 def fair(url: str) -> Iterator[offload.Client]:
     with offload.Client(database_url=url) as c:

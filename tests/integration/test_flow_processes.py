@@ -24,13 +24,6 @@ pytestmark = pytest.mark.slow
 LEASE_ENDS = {"completed", "failed", "cancelled", "retry_scheduled", "lease_expired", "released"}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'offload.db'}"
-    return str(request.getfixturevalue("pg_server").new_database())
-
-
 @pytest.fixture
 def fc(url: str) -> Iterator[offload.Client]:
     with offload.Client(database_url=url) as c:

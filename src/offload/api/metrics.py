@@ -182,7 +182,7 @@ class Metrics:
         self.agents.clear()
         for agent_status in AgentStatus:
             self.agents.labels(agent_status.value).set(stats.agents.get(agent_status.value, 0))
-        flow = await self.service.store.flow_stats()
+        flow = await self.service.flow_stats()
         self.limited_queued.set(flow["limited_queued"])
         self.resource_in_use.clear()
         self.resource_capacity.clear()

@@ -166,7 +166,7 @@ class CacheStats(BaseModel):
 @router.get("/v1/cache", response_model=CacheStats, tags=["cache"], summary="Result cache")
 async def cache_stats(caller: CallerDep, ctx: ContextDep) -> CacheStats:
     """Live cached results per task type (tasks with ``cache_ttl_s``)."""
-    return CacheStats(entries=await ctx.service.store.cache_stats(ctx.service.clock.now()))
+    return CacheStats(entries=await ctx.service.cache_stats())
 
 
 @router.delete(

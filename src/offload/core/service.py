@@ -569,6 +569,14 @@ class QueueService:
         """Every queue with options set."""
         return await self.store.list_queue_settings()
 
+    async def cache_stats(self) -> dict[str, int]:
+        """Live cached results per task type."""
+        return await self.store.cache_stats(self.clock.now())
+
+    async def flow_stats(self) -> dict[str, Any]:
+        """Queued tasks held by limits, and resource usage (for metrics)."""
+        return await self.store.flow_stats()
+
     async def clear_cache(self, task_type: str | None = None) -> int:
         """Drop cached results (of one type, or all); returns how many were dropped."""
         if task_type is not None:
