@@ -164,3 +164,36 @@ def test_notify_wakes_an_idle_worker_fast(
     delays.sort()
     print(f"NOTIFY pickup delays (s): {[round(d, 4) for d in delays]}")
     assert delays[len(delays) // 2] < 0.05
+
+
+def test_idle_workers_stay_quiet(
+    pg_url: str, pg_client: offload.Client, pg_workers: WorkerProcesses
+) -> None:
+    """An empty claim appends no events and so must not NOTIFY: otherwise every idle worker's
+    empty claim wakes the others, which claim again, and idle workers spin at half a core."""
+    import psycopg
+
+    for _ in range(2):
+        pg_workers.spawn("--concurrency", "4", imports=False)
+    warm = pg_client.submit("util.echo", {"warm": True})
+    pg_client.wait(warm.id, timeout=30)
+    time.sleep(1.0)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("LISTEN offload_tasks")
+        heard = sum(1 for _ in conn.notifies(timeout=2.0))
+        cpu = [_cpu_seconds(p.pid) for p in pg_workers.procs]
+        time.sleep(2.0)
+        used = [_cpu_seconds(p.pid) - c for p, c in zip(pg_workers.procs, cpu, strict=True)]
+        # A change still wakes them.
+        t = pg_client.submit("util.echo", {"x": 1})
+        assert pg_client.wait(t.id, timeout=10).status is Status.COMPLETED
+        woke = sum(1 for _ in conn.notifies(timeout=0.5))
+    assert heard == 0, f"{heard} notifications in 2 s with only idle workers"
+    assert max(used) < 0.4, f"idle workers used {used} CPU seconds in 2 s"
+    assert woke >= 1
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
