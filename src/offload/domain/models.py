@@ -532,7 +532,8 @@ class TaskFilter(_Model):
     queue: str | None = None
     parent_id: str | None = None
     search: str | None = None
-    limit: int = Field(50, ge=1, le=1000)
+    #: 0 asks for the ``total`` alone (a cheap count: no rows are read or sent).
+    limit: int = Field(50, ge=0, le=1000)
     offset: int = Field(0, ge=0)
 
 

@@ -502,6 +502,8 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
 
         def q(cur: Cursor) -> tuple[list[Task], int]:
             total = cur.execute(f"SELECT count(*) FROM tasks {clause}", args).scalar()
+            if flt.limit == 0:
+                return [], int(total)
             cur.execute(
                 f"SELECT * FROM tasks {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
                 [*args, flt.limit, flt.offset],
