@@ -95,3 +95,54 @@ def test_feed_passes_a_rolled_back_number_after_the_wait(
             await client.close()
 
     loop.run_until_complete(scenario())
+
+
+def test_waiters_wake_only_for_their_kind_of_change(
+    pg_url: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    """NOTIFY payloads say what changed: a waiter for a result sleeps through submits and
+    claims, an idle worker sleeps through claims, a live stream hears everything."""
+    from offload.domain.models import AgentRegistration, ClaimRequest, Completion
+
+    async def changed(store: SqlStore, kinds: dict[str, int]) -> dict[str, bool]:
+        out = {}
+        for kind, token in kinds.items():
+            out[kind] = await store.wait_for_change(0.3, since=token, kind=kind)
+        return out
+
+    async def scenario() -> None:
+        client = await connect(database_url=pg_url)
+        store = client.service.store
+        assert isinstance(store, SqlStore)
+        try:
+            agent = await client.register_agent(AgentRegistration(name="w", capabilities={}))
+            kinds = ("any", "work", "done")
+
+            async def tokens() -> dict[str, int]:
+                # Let notifications of the previous step arrive first.
+                await asyncio.sleep(0.2)
+                return {k: store.change_token(k) for k in kinds}
+
+            before = await tokens()
+            task = await client.submit("util.echo", {"x": 1})
+            assert await changed(store, before) == {"any": True, "work": True, "done": False}
+
+            before = await tokens()
+            req = ClaimRequest(agent_id=agent.id, capabilities=[], types=["util.echo"])
+            (claimed,) = await client.claim(req)
+            assert await changed(store, before) == {"any": True, "work": False, "done": False}
+
+            before = await tokens()
+            assert await client.claim(req) == []  # an empty claim says nothing at all
+            assert await changed(store, before) == {"any": False, "work": False, "done": False}
+
+            before = await tokens()
+            assert claimed.lease is not None
+            await client.complete(
+                [Completion(task_id=task.id, lease_id=claimed.lease.id, result={"x": 1})]
+            )
+            assert await changed(store, before) == {"any": True, "work": True, "done": True}
+        finally:
+            await client.close()
+
+    loop.run_until_complete(scenario())

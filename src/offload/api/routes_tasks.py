@@ -120,9 +120,7 @@ async def list_tasks(
     queue: Annotated[str | None, Query(max_length=100)] = None,
     search: Annotated[str | None, Query(max_length=500, description="text in the title")] = None,
     parent_id: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[
-        int, Query(ge=0, le=1000, description="0: only the total, no tasks")
-    ] = 50,
+    limit: Annotated[int, Query(ge=0, le=1000, description="0: only the total, no tasks")] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
     """Newest first, with the ``total`` matching (for paging)."""

@@ -230,13 +230,13 @@ class LocalClient:
     async def claim(self, req: ClaimRequest) -> builtins.list[Task]:
         """Lease work; a following :meth:`wait_for_work` also catches submits that raced
         this claim (it waits for changes since just before the claim)."""
-        self._since = self.service.change_token()
+        self._since = self.service.change_token("work")
         return await self.service.claim(req)
 
     async def wait_for_work(self, timeout: float) -> bool:
-        """Until the database changes."""
+        """Until work may have become claimable (not for claims or progress reports)."""
         since, self._since = self._since, None
-        return await self.service.wait_for_work(timeout, since)
+        return await self.service.wait_for_work(timeout, since, "work")
 
     async def heartbeat(
         self, leases: Sequence[LeaseRef], ttl_s: float

@@ -69,7 +69,7 @@ from offload.domain.schedules import Schedule, ScheduleSpec, due_firings, first_
 from offload.domain.settings import Settings
 from offload.domain.status import Status
 from offload.ports.clock import Clock, SystemClock
-from offload.ports.store import Store
+from offload.ports.store import ChangeKind, Store
 
 log = logging.getLogger("offload.service")
 
@@ -376,14 +376,16 @@ class QueueService:
         """Until the task is terminal (or :class:`WaitTimeout`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            token = self.store.change_token()
+            # Woken only by changes that may finish a task, not by every claim or progress
+            # report: each wake-up is a read that competes with the work being waited for.
+            token = self.store.change_token("done")
             task = await self.get(task_id, owner)
             if task.done:
                 return task
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(task_id, task.status.value, timeout or 0.0)
-            await self.store.wait_for_change(min(remaining, 1.0), since=token)
+            await self.store.wait_for_change(min(remaining, 1.0), since=token, kind="done")
 
     async def watch(
         self, task_id: str, after: int = 0, timeout: float = 30.0, owner: str | None = None
@@ -515,14 +517,16 @@ class QueueService:
             return await self.agents.staff_teams(tasks, req.agent_id)
         return tasks
 
-    async def wait_for_work(self, timeout: float, since: int | None = None) -> bool:
-        """Until the database changes (after ``since``, a :meth:`change_token`) or
-        ``timeout`` — or until a rate-limited key gets its next token, so a worker claims
-        it then instead of at its next poll."""
+    async def wait_for_work(
+        self, timeout: float, since: int | None = None, kind: ChangeKind = "any"
+    ) -> bool:
+        """Until the database changes in a way of ``kind`` (after ``since``, a
+        :meth:`change_token` of that kind) or ``timeout`` — or until a rate-limited key
+        gets its next token, so a worker claims it then instead of at its next poll."""
         wake = getattr(self.store, "flow_wake_at", None)
         if wake is not None:
             timeout = max(0.005, min(timeout, wake - self.clock.now()))
-        return await self.store.wait_for_change(timeout, since)
+        return await self.store.wait_for_change(timeout, since, kind)
 
     # ------------------------------------------------------------------ flow control
     async def set_limit(self, task_type: str, spec: LimitSpec) -> Limit:
@@ -595,9 +599,9 @@ class QueueService:
             await self._refresh_flow(force=True)
         return n
 
-    def change_token(self) -> int:
-        """The store's change counter (see :meth:`Store.change_token`)."""
-        return self.store.change_token()
+    def change_token(self, kind: ChangeKind = "any") -> int:
+        """The store's change counter of ``kind`` (see :meth:`Store.change_token`)."""
+        return self.store.change_token(kind)
 
     async def heartbeat(
         self, leases: Sequence[LeaseRef], ttl_s: float

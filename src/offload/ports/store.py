@@ -8,7 +8,7 @@ and each change appends to the task event log in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from offload.domain.models import (
     Ack,
@@ -31,6 +31,13 @@ from offload.domain.models import (
 from offload.domain.review import ReviewDecision, ReviewFilter
 from offload.ports.agents import AgentStore
 from offload.ports.flow import FlowStore
+
+#: What a waiter waits for: ``any`` change (live event streams), ``work`` that may have
+#: become claimable (idle workers), or a task that may have ``done`` (waiters for results).
+#: Waking for a kind it does not need costs a waiter a read, and on a busy 2-core machine
+#: that read competes with the work it waits for.
+ChangeKind = Literal["any", "work", "done"]
+CHANGE_KINDS: tuple[ChangeKind, ...] = ("any", "work", "done")
 
 
 class Store(AgentStore, FlowStore, Protocol):
@@ -221,13 +228,17 @@ class Store(AgentStore, FlowStore, Protocol):
         ...
 
     # -- change notification ---------------------------------------------------
-    def change_token(self) -> int:
-        """An opaque counter of observed changes; pass it to :meth:`wait_for_change` so a
-        change that lands between reading data and starting to wait is not missed."""
+    def change_token(self, kind: ChangeKind = "any") -> int:
+        """An opaque counter of observed changes of ``kind``; pass it to
+        :meth:`wait_for_change` (with the same kind) so a change that lands between reading
+        data and starting to wait is not missed."""
         ...
 
-    async def wait_for_change(self, timeout: float, since: int | None = None) -> bool:
-        """Return True when the data may have changed since ``since`` (a
-        :meth:`change_token`; default: since this call), or False after ``timeout`` seconds.
-        Cheap enough to call in a loop."""
+    async def wait_for_change(
+        self, timeout: float, since: int | None = None, kind: ChangeKind = "any"
+    ) -> bool:
+        """Return True when the data may have changed (in a way of ``kind``) since ``since``
+        (a :meth:`change_token` of the same kind; default: since this call), or False after
+        ``timeout`` seconds. Cheap enough to call in a loop. A backend that cannot tell
+        kinds apart treats every change as every kind."""
         ...

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 from offload.domain.errors import InvalidInput, Unavailable
 from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
 from offload.domain.status import Status
+from offload.ports.store import CHANGE_KINDS, ChangeKind
 from offload.storage.rows import dumps
 from offload.storage.sql import Cursor, Dialect, Row, SqlStore
 
@@ -47,6 +48,8 @@ log = logging.getLogger("offload.postgres")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 CHANNEL = "offload_tasks"
+#: The NOTIFY payload flag of each kind of change (migration 0011).
+_FLAGS: dict[ChangeKind, str] = {"any": "", "work": "w", "done": "d"}
 #: Any number of processes may start at once; one applies migrations, the others wait.
 MIGRATION_LOCK = 0x0FF10AD
 _RETRYABLE = (
@@ -250,9 +253,11 @@ class PostgresStore(SqlStore):
         self._executor = ThreadPoolExecutor(self.pool_max, thread_name_prefix="offload-pg")
         self._pool: ConnectionPool | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._changed: asyncio.Event | None = None
+        # One counter and one event per kind of change (see ChangeKind): NOTIFY payloads
+        # carry flags, so a waiter for results does not wake for every claim.
+        self._changed: dict[ChangeKind, asyncio.Event] = {}
         self._closing = False
-        self._generation = 0
+        self._generation: dict[ChangeKind, int] = dict.fromkeys(CHANGE_KINDS, 0)
 
     def _promote_before_claim(self, cur: Cursor, now: float) -> None:
         # The shared version reads the due rows first: a round trip before every claim.
@@ -351,7 +356,7 @@ class PostgresStore(SqlStore):
             self._migrate()
 
         await self._run(_open)
-        self._changed = asyncio.Event()
+        self._changed = {kind: asyncio.Event() for kind in CHANGE_KINDS}
         self._listener = asyncio.create_task(self._listen(), name="offload-pg-listen")
 
     def _redacted(self) -> str:
@@ -435,9 +440,9 @@ class PostgresStore(SqlStore):
                     await aconn.execute(f"LISTEN {CHANNEL}")
                     delay = 0.1
                     # Changes may have happened while we were not listening.
-                    self._wake()
-                    async for _ in aconn.notifies():
-                        self._wake()
+                    self._wake("wd")
+                    async for note in aconn.notifies():
+                        self._wake(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: back off and reconnect
@@ -447,21 +452,27 @@ class PostgresStore(SqlStore):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _wake(self) -> None:
-        self._generation += 1
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = asyncio.Event()
+    def _wake(self, flags: str) -> None:
+        """One notification: every kind it names moves ("any" always does)."""
+        for kind in CHANGE_KINDS:
+            if kind == "any" or _FLAGS[kind] in flags:
+                self._generation[kind] += 1
+                event = self._changed.get(kind)
+                if event is not None:
+                    event.set()
+                    self._changed[kind] = asyncio.Event()
 
-    def change_token(self) -> int:
-        """How many notifications this process has seen."""
-        return self._generation
+    def change_token(self, kind: ChangeKind = "any") -> int:
+        """How many notifications of ``kind`` this process has seen."""
+        return self._generation[kind]
 
-    async def wait_for_change(self, timeout: float, since: int | None = None) -> bool:
-        """Until a NOTIFY arrives after ``since`` (True) or ``timeout`` passes (False)."""
-        if since is not None and since != self._generation:
+    async def wait_for_change(
+        self, timeout: float, since: int | None = None, kind: ChangeKind = "any"
+    ) -> bool:
+        """Until a NOTIFY of ``kind`` arrives after ``since`` (True) or ``timeout`` passes."""
+        if since is not None and since != self._generation[kind]:
             return True
-        event = self._changed
+        event = self._changed.get(kind)
         if event is None:
             await asyncio.sleep(timeout)
             return False

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlparse
 from offload.domain.errors import InvalidInput
 from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
 from offload.domain.status import Status
+from offload.ports.store import ChangeKind
 from offload.storage.sql import Row, SqlStore, split_sql
 
 R = TypeVar("R")
@@ -272,14 +273,17 @@ class SQLiteStore(SqlStore):
         assert self._watch is not None
         return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
 
-    def change_token(self) -> int:
+    def change_token(self, kind: ChangeKind = "any") -> int:
         """``PRAGMA data_version`` of the watch connection: it moves whenever any other
-        connection (another process, or this process's store thread) commits."""
+        connection (another process, or this process's store thread) commits. SQLite cannot
+        say what changed, so every kind is the same counter."""
         if self._watch is None:
             return 0
         return self._data_version()
 
-    async def wait_for_change(self, timeout: float, since: int | None = None) -> bool:
+    async def wait_for_change(
+        self, timeout: float, since: int | None = None, kind: ChangeKind = "any"
+    ) -> bool:
         """Poll ``PRAGMA data_version`` (microseconds, no lock) until it moves past ``since``.
         The interval stays at 1 ms while the queue is busy and backs off when idle."""
         if self._watch is None:
