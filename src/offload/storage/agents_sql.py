@@ -36,6 +36,7 @@ HISTORY_ROWS = 20_000
 
 def _event(cur: Any, subject: str, at: float, kind: str, actor: str | None, data: Any) -> None:
     cur.execute(_EVENT_SQL, (subject, at, kind, actor, dumps(data)))
+    cur.appended((kind,))
 
 
 class AgentsSql:

@@ -92,9 +92,9 @@ _EVENT_COLUMNS = ("task_id", "at", "kind", "actor", "data")
 
 
 def insert_events(cur: Cursor, rows: Sequence[Sequence[Any]]) -> None:
-    """Append many events (one COPY on PostgreSQL, which also fires the wake-up trigger
-    once instead of once per row)."""
+    """Append many events (one COPY on PostgreSQL for big batches)."""
     cur.insert_rows("task_events", _EVENT_COLUMNS, rows)
+    cur.appended({r[2] for r in rows})
 
 
 Row = dict[str, Any]
@@ -122,6 +122,12 @@ class Cursor(Protocol):
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
         """Append many rows to ``table`` the backend's fastest way (PostgreSQL: COPY)."""
+        ...
+
+    def appended(self, kinds: Iterable[str]) -> None:
+        """Events of these kinds were appended in this transaction: a backend that wakes
+        other processes at commit (PostgreSQL's NOTIFY) announces what kind of change
+        it was. Every event append must report here."""
         ...
 
     def fetchone(self) -> Row | None:
@@ -252,6 +258,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         data: Any = None,
     ) -> None:
         cur.hold(_EVENT_SQL, (task_id, at, kind, actor, dumps(data) if data is not None else None))
+        cur.appended((kind,))
 
     def _fetch(self, cur: Cursor, task_id: str, *, lock: bool = False) -> Row | None:
         # `lock` takes the row lock (PostgreSQL) before a read-then-decide step, so two

@@ -50,6 +50,10 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 CHANNEL = "offload_tasks"
 #: The NOTIFY payload flag of each kind of change (migration 0011).
 _FLAGS: dict[ChangeKind, str] = {"any": "", "work": "w", "done": "d"}
+#: Events that make no work claimable: a claim and an attempt's own reports.
+_QUIET = frozenset({"claimed", "progress", "log", "checkpoint", "artifact"})
+#: Events that finish no task: those, and a task's creation.
+_NOT_FINISHING = _QUIET | {"created"}
 #: Any number of processes may start at once; one applies migrations, the others wait.
 MIGRATION_LOCK = 0x0FF10AD
 _RETRYABLE = (
@@ -133,11 +137,29 @@ class _Cursor:
     transaction, so errors still abort the transaction they belong to.
     """
 
-    __slots__ = ("_cur", "_held")
+    __slots__ = ("_cur", "_flags", "_held")
 
     def __init__(self, cur: psycopg.ClientCursor[Row]) -> None:
         self._cur = cur
         self._held: list[str] = []
+        self._flags = ""
+
+    def appended(self, kinds: Iterable[str]) -> None:
+        """Note what kind of change the transaction's events make (see :meth:`announce`)."""
+        flags = self._flags
+        for kind in kinds:
+            if "w" not in flags and kind not in _QUIET:
+                flags += "w"
+            if "d" not in flags and kind not in _NOT_FINISHING:
+                flags += "d"
+        # "-": events were appended, but none that workers or result waiters care about.
+        self._flags = flags or "-"
+
+    def announce(self) -> None:
+        """Before COMMIT: one NOTIFY saying what changed (delivered only if it commits)."""
+        if self._flags:
+            self._held.append(f"SELECT pg_notify('{CHANNEL}', '{self._flags}')")
+            self._flags = ""
 
     @property
     def rowcount(self) -> int:
@@ -217,16 +239,8 @@ def _conninfo(url: str) -> tuple[str, dict[str, str]]:
     return urlunparse(parsed._replace(scheme=scheme, query=urlencode(query))), ours
 
 
-# Scheduled → queued for every due task, as SqlStore._set_ready does one by one (run_at has
-# passed, so the task is ready now: queued_at = now, sort_key = now − priority × aging).
-_PROMOTE_SQL = (
-    "WITH due AS (SELECT id FROM tasks WHERE status = 'scheduled' AND run_at <= ? "
-    "LIMIT 1000 FOR UPDATE SKIP LOCKED), "
-    "moved AS (UPDATE tasks SET status = 'queued', queued_at = ?, sort_key = ? - priority * ?, "
-    "updated_at = ?, paused_from = NULL WHERE id IN (SELECT id FROM due) RETURNING id) "
-    "INSERT INTO task_events (task_id, at, kind, actor, data) "
-    "SELECT id, ?, 'status_changed', NULL, ? FROM moved"
-)
+# Scheduled → queued for every due task (function offload_promote, migration 0011).
+_PROMOTE_SQL = "SELECT offload_promote(?, ?, ?)"
 _PROMOTED_EVENT = dumps({"from": "scheduled", "to": "queued"})
 
 
@@ -263,7 +277,7 @@ class PostgresStore(SqlStore):
         # The shared version reads the due rows first: a round trip before every claim.
         # This one statement has the same effect (status, queue order, event) and rides
         # with the claim that follows it.
-        cur.hold(_PROMOTE_SQL, (now, now, now, self.aging, now, now, _PROMOTED_EVENT))
+        cur.hold(_PROMOTE_SQL, (now, self.aging, _PROMOTED_EVENT))
 
     # ------------------------------------------------------------------ plumbing
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
@@ -313,6 +327,7 @@ class PostgresStore(SqlStore):
             try:
                 out = fn(cur, *args)
                 if tail is not None:
+                    cur.announce()
                     cur.hold(tail)
                 cur.flush()
                 return out

@@ -81,6 +81,10 @@ class _Cursor:
         # In process: nothing to save by deferring.
         self._cur.execute(sql, args)
 
+    def appended(self, kinds: Iterable[str]) -> None:
+        # Other processes see commits through PRAGMA data_version; nothing to announce.
+        pass
+
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
