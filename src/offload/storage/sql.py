@@ -124,6 +124,12 @@ class Cursor(Protocol):
         """Append many rows to ``table`` the backend's fastest way (PostgreSQL: COPY)."""
         ...
 
+    def finish(self, sql: str, args: Sequence[Any] = ...) -> Cursor:
+        """Run the transaction's last statement; a backend may send COMMIT with it (one
+        round trip). Nothing may be executed on this cursor afterwards but reads of its
+        rows."""
+        ...
+
     def appended(self, kinds: Iterable[str]) -> None:
         """Events of these kinds were appended in this transaction: a backend that wakes
         other processes at commit (PostgreSQL's NOTIFY) announces what kind of change
@@ -159,6 +165,12 @@ class Dialect:
     claim_recheck = " AND status = 'queued'"
     #: Whether event numbers can become visible out of order (concurrent writers).
     seq_gaps = False
+
+    def claim_statement(self, pick: str, set_sql: str) -> str | None:
+        """One statement that picks (``pick``), leases (``set_sql``), appends the 'claimed'
+        events and announces them, returning the claimed rows; None where the backend
+        cannot (the claim then appends its events from Python)."""
+        return None
 
     def append_json(self, column: str) -> str:
         """Expression appending the JSON value of the next parameter to a JSON array column."""
@@ -656,6 +668,16 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
             ).fetchall()
             order = {i: n for n, i in enumerate(ids)}
             rows.sort(key=lambda r: order[r["id"]])
+        elif len(queues) == 1 and (whole := self.d.claim_statement(pick, set_sql)):
+            # The usual case on PostgreSQL: pick, lease and log in one statement, sent with
+            # the rest of the transaction and its COMMIT: the claim is one round trip.
+            rows = cur.finish(
+                whole,
+                (queues[0], *base_args, req.max, *set_args,
+                 now, req.agent_id, lease_id, req.agent_id, expires),
+            ).fetchall()  # fmt: skip
+            rows.sort(key=lambda r: (r["sort_key"], r["id"]))
+            return [row_to_task(r) for r in rows]
         elif len(queues) == 1:
             # The usual case: pick and lease in one statement (one round trip on PostgreSQL).
             rows = cur.execute(

@@ -87,6 +87,20 @@ class PgDialect(Dialect):
 
     flow_lock = f"SELECT pg_advisory_xact_lock({0x0FF10AE})"
 
+    def claim_statement(self, pick: str, set_sql: str) -> str:
+        # Pick, lease, append the 'claimed' events and announce them, in one statement.
+        # Parameters after the pick's and the SET's: at, actor, lease_id, agent_id,
+        # expires_at. The NOTIFY ('-': nothing claimable, nothing finished, but live
+        # streams want claims) is joined in so it runs only when something was claimed.
+        return (
+            f"WITH c AS ({pick}), u AS ({set_sql}WHERE id IN (SELECT id FROM c) RETURNING *), "
+            "e AS (INSERT INTO task_events (task_id, at, kind, actor, data) "
+            "SELECT id, ?, 'claimed', ?, json_build_object('lease_id', ?::text, "
+            "'agent_id', ?::text, 'attempt', attempt, 'expires_at', ?::float8)::text FROM u), "
+            f"n AS (SELECT pg_notify('{CHANNEL}', '-') FROM (SELECT 1 FROM u LIMIT 1) AS one) "
+            "SELECT u.* FROM u LEFT JOIN n ON true"
+        )
+
     def json_rows(self, select: str, columns: Sequence[str]) -> str:
         fields = ", ".join(f"'{c}', {c}" for c in columns)
         return (
@@ -129,13 +143,16 @@ class _Cursor:
     transaction, so errors still abort the transaction they belong to.
     """
 
-    __slots__ = ("_cur", "_flags", "_held", "_literal")
+    __slots__ = ("_cur", "_flags", "_held", "_literal", "finished", "tail")
 
-    def __init__(self, cur: psycopg.ClientCursor[Row]) -> None:
+    def __init__(self, cur: psycopg.ClientCursor[Row], tail: str | None = None) -> None:
         self._cur = cur
         self._held: list[str] = []
         self._flags = ""
         self._literal = Transformer.from_context(cur).as_literal
+        #: The statement that ends the transaction (COMMIT), and whether it has been sent.
+        self.tail = tail
+        self.finished = False
 
     def _render(self, sql: str, args: Sequence[Any]) -> str:
         """``sql`` with each ``?`` replaced by its argument as a literal.
@@ -206,6 +223,22 @@ class _Cursor:
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> _Cursor:
         self._send(self._render(sql, args))
+        return self
+
+    def finish(self, sql: str, args: Sequence[Any] = ()) -> _Cursor:
+        """The transaction's last statement, sent with what is held and with COMMIT: the
+        whole transaction in one round trip. Its rows are then read as usual."""
+        if self.tail is None:
+            return self.execute(sql, args)
+        self.announce()
+        skip = len(self._held)
+        batch = [*self._held, self._render(sql, args), self.tail]
+        self._held.clear()
+        self._cur.execute("; ".join(batch))
+        # One result per statement: step to this statement's.
+        for _ in range(skip):
+            self._cur.nextset()
+        self.finished = True
         return self
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -335,12 +368,12 @@ class PostgresStore(SqlStore):
         self, fn: Callable[..., R], args: tuple[Any, ...], head: Sequence[str], tail: str | None
     ) -> R:
         with self.pool.connection() as conn:
-            cur = _Cursor(psycopg.ClientCursor(conn, row_factory=dict_row))
+            cur = _Cursor(psycopg.ClientCursor(conn, row_factory=dict_row), tail)
             for stmt in head:
                 cur.hold(stmt)
             try:
                 out = fn(cur, *args)
-                if tail is not None:
+                if tail is not None and not cur.finished:
                     cur.announce()
                     cur.hold(tail)
                 cur.flush()

@@ -81,6 +81,10 @@ class _Cursor:
         # In process: nothing to save by deferring.
         self._cur.execute(sql, args)
 
+    def finish(self, sql: str, args: Sequence[Any] = ()) -> _Cursor:
+        # COMMIT follows in the store thread; nothing to save in process.
+        return self.execute(sql, args)
+
     def appended(self, kinds: Iterable[str]) -> None:
         # Other processes see commits through PRAGMA data_version; nothing to announce.
         pass
