@@ -166,6 +166,12 @@ class Dialect:
     #: Whether event numbers can become visible out of order (concurrent writers).
     seq_gaps = False
 
+    def complete_statement(self, update: str) -> str | None:
+        """``update`` (a completion ``UPDATE … RETURNING``) made to also append the
+        'completed' events of the tasks it finished (one more parameter: the time); None
+        where the backend cannot (the completion then appends them from Python)."""
+        return None
+
     def claim_statement(self, pick: str, set_sql: str) -> str | None:
         """One statement that picks (``pick``), leases (``set_sql``), appends the 'claimed'
         events and announces them, returning the claimed rows; None where the backend
@@ -890,12 +896,13 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 continue
             values += (c.task_id, c.lease_id, result)
         done: dict[str, Row] = {}
+        logged_in_sql = False
         # One fenced UPDATE per chunk (SQLite caps bound parameters at 32,766).
         for start in range(0, len(values), 900):
             chunk = values[start : start + 900]
             # A task that requires review (stored `review` non-NULL) goes to `reviewing`,
             # keeping its result; it is not finished until a reviewer approves.
-            rows = cur.execute(
+            update = (
                 "UPDATE tasks SET status = CASE WHEN tasks.review IS NULL THEN 'completed' "
                 "ELSE 'reviewing' END, result = c.column3, error = NULL, "
                 "progress = 100, finished_at = CASE WHEN tasks.review IS NULL THEN ? END, "
@@ -905,9 +912,13 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
                 f"AND tasks.status IN {_LEASED_SQL} "
                 "RETURNING tasks.id, tasks.parent_id, tasks.n_dependents, tasks.lease_holder, "
-                "tasks.attempt, tasks.review, tasks.type, tasks.cache_key, tasks.cache_ttl_s",
-                (now, now, now, *chunk),
+                "tasks.attempt, tasks.review, tasks.type, tasks.cache_key, tasks.cache_ttl_s"
+            )
+            whole = self.d.complete_statement(update)
+            rows = cur.execute(
+                whole or update, (now, now, now, *chunk, *((now,) if whole else ()))
             ).fetchall()
+            logged_in_sql = whole is not None
             for row in rows:
                 done[row["id"]] = row
         cacheable = [r for r in done.values() if r["cache_key"] and r["review"] is None]
@@ -917,14 +928,18 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         reviewing = [r for r in done.values() if r["review"] is not None]
         if reviewing:
             self._request_reviews(cur, reviewing, now)
-        insert_events(
-            cur,
-            [
-                (r["id"], now, "completed", r["lease_holder"], dumps({"attempt": r["attempt"]}))
-                for r in done.values()
-                if r["review"] is None
-            ],
-        )
+        finished = [r for r in done.values() if r["review"] is None]
+        if logged_in_sql:
+            if finished:
+                cur.appended(("completed",))
+        else:
+            insert_events(
+                cur,
+                [
+                    (r["id"], now, "completed", r["lease_holder"], dumps({"attempt": r["attempt"]}))
+                    for r in finished
+                ],
+            )
         acks: list[Ack] = []
         for c in items:
             hit = done.get(c.task_id)

@@ -87,6 +87,15 @@ class PgDialect(Dialect):
 
     flow_lock = f"SELECT pg_advisory_xact_lock({0x0FF10AE})"
 
+    def complete_statement(self, update: str) -> str:
+        # Tasks waiting for review are not finished: no 'completed' event for them yet.
+        return (
+            f"WITH u AS ({update}), e AS (INSERT INTO task_events (task_id, at, kind, actor, "
+            "data) SELECT id, ?, 'completed', lease_holder, "
+            "json_build_object('attempt', attempt)::text FROM u WHERE review IS NULL) "
+            "SELECT * FROM u"
+        )
+
     def claim_statement(self, pick: str, set_sql: str) -> str:
         # Pick, lease, append the 'claimed' events and announce them, in one statement.
         # Parameters after the pick's and the SET's: at, actor, lease_id, agent_id,
