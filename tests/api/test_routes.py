@@ -142,7 +142,9 @@ def test_list_filters_and_paging(alice: httpx.Client) -> None:
     assert [t["id"] for t in found["tasks"]] == [ids[3]]
     err = error(alice.get("/v1/tasks", params={"status": "exploded"}), 422)
     assert err["details"]["field"] == "status"
-    assert error(alice.get("/v1/tasks", params={"limit": 0}), 422)["details"]["field"] == "limit"
+    count = alice.get("/v1/tasks", params={"tag": tag, "limit": 0}).json()
+    assert count["total"] == 5 and count["tasks"] == []  # limit=0: the count alone
+    assert error(alice.get("/v1/tasks", params={"limit": -1}), 422)["details"]["field"] == "limit"
 
 
 def test_get_with_children_dependencies_and_recent_events(alice: httpx.Client) -> None:
