@@ -3,6 +3,7 @@ handler threads."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -13,9 +14,9 @@ from pydantic import BaseModel
 
 import offload
 from offload.domain.errors import InvalidInput
-from offload.domain.models import Completion, Failure, ProgressUpdate
+from offload.domain.models import Ack, Completion, Failure, LeaseState, ProgressUpdate
 from offload.worker.outcome import TRACEBACK_LIMIT, attempt_outcome, to_json
-from offload.worker.reporting import coalesce
+from offload.worker.reporting import Reporter, coalesce
 from offload.worker.threads import HandlerThreads
 
 
@@ -134,3 +135,55 @@ def test_handler_threads_give_every_job_a_thread_and_retire_extras() -> None:
     while pool.threads and time.monotonic() < deadline:
         time.sleep(0.01)
     assert pool.threads == 0
+
+
+class _SlowProgressClient:
+    """Records the order in which a reporter sends things; the first progress call is held
+    until released, as a slow database would."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.release = asyncio.Event()
+
+    async def progress(self, update: ProgressUpdate) -> LeaseState:
+        if not self.sent:
+            await self.release.wait()
+        self.sent.append(f"progress {update.current_step}")
+        return LeaseState(task_id=update.task_id, lease_id=update.lease_id, valid=True)
+
+    async def complete(self, items: list[Completion]) -> list[Ack]:
+        self.sent += [f"complete {c.task_id}" for c in items]
+        return [Ack(task_id=c.task_id, ok=True) for c in items]
+
+    async def fail(self, items: list[Failure]) -> list[Ack]:
+        return []
+
+
+def test_an_outcome_never_overtakes_its_own_progress_updates() -> None:
+    """The last progress update of an attempt is stored before its result, even when the
+    attempt ends while an earlier update is still being sent."""
+
+    async def scenario() -> list[str]:
+        client = _SlowProgressClient()
+        reporter = Reporter(
+            client,  # type: ignore[arg-type]
+            asyncio.get_running_loop(),
+            on_delivered=lambda *_: None,
+            on_lease_state=lambda _: None,
+        )
+        runner = asyncio.create_task(reporter.run())
+        step = lambda n: ProgressUpdate(task_id="t", lease_id="l", current_step=f"step {n}")  # noqa: E731
+        reporter.post_update(step(1))
+        reporter.flush_soon()
+        await asyncio.sleep(0.01)  # the flush is now stuck sending step 1
+        reporter.post_update(step(2))
+        reporter.add(Completion(task_id="t", lease_id="l", result=1), now=True)
+        client.release.set()
+        for _ in range(100):
+            if "complete t" in client.sent:
+                break
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        return client.sent
+
+    assert asyncio.run(scenario()) == ["progress step 1", "progress step 2", "complete t"]

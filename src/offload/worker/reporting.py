@@ -135,15 +135,21 @@ class Reporter:
             self._cancel_timers()
             # Reset before draining: an update posted from now on signals again.
             self._update_signalled = False
+            # Outcomes are taken before the updates are sent: an outcome exists only once
+            # its handler has returned, so all its updates are queued already and go first.
+            # Outcomes that arrive while updates are being sent wait for the next flush,
+            # behind updates of theirs that may have arrived meanwhile.
+            items, self._completions = self._completions, []
+            fails, self._failures = self._failures, []
             if self._updates:
                 await self._send_updates()
             ok = True
-            if self._completions:
-                items, self._completions = self._completions, []
+            if items:
                 ok = await self._deliver(items, self._client.complete, self._completions, False)
-            if self._failures:
-                fails, self._failures = self._failures, []
+            if fails:
                 ok = await self._deliver(fails, self._client.fail, self._failures, True) and ok
+            if self._completions or self._failures:
+                self._kick.set()
             if ok:
                 self._backoff = 0.0
             else:
