@@ -105,8 +105,10 @@ class Cursor(Protocol):
 
     rowcount: int
 
-    def execute(self, sql: str, args: Sequence[Any] = ...) -> Cursor:
-        """Run one statement (``?`` placeholders)."""
+    def execute(self, sql: str, args: Sequence[Any] = ..., *, prepare: bool = ...) -> Cursor:
+        """Run one statement (``?`` placeholders). ``prepare``: a statement run often whose
+        planning costs more than its execution; a backend may prepare it once per
+        connection (each parameter's type must then follow from its context or a cast)."""
         ...
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -124,7 +126,7 @@ class Cursor(Protocol):
         """Append many rows to ``table`` the backend's fastest way (PostgreSQL: COPY)."""
         ...
 
-    def finish(self, sql: str, args: Sequence[Any] = ...) -> Cursor:
+    def finish(self, sql: str, args: Sequence[Any] = ..., *, prepare: bool = ...) -> Cursor:
         """Run the transaction's last statement; a backend may send COMMIT with it (one
         round trip). Nothing may be executed on this cursor afterwards but reads of its
         rows."""
@@ -290,6 +292,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         row = cur.execute(
             f"SELECT t.*, {self.d.children_json('t')} AS children_ids FROM tasks t WHERE id = ?",
             (task_id,),
+            prepare=True,
         ).fetchone()
         if row is None or (owner is not None and row["owner"] != owner):
             raise NotFound("task", task_id)
@@ -679,7 +682,8 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
             # the rest of the transaction and its COMMIT: the claim is one round trip.
             rows = cur.finish(
                 whole,
-                (queues[0], *base_args, req.max, *set_args,
+                prepare=True,
+                args=(queues[0], *base_args, req.max, *set_args,
                  now, req.agent_id, lease_id, req.agent_id, expires),
             ).fetchall()  # fmt: skip
             rows.sort(key=lambda r: (r["sort_key"], r["id"]))

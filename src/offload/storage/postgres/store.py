@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
@@ -57,10 +58,14 @@ _QUIET = frozenset({"claimed", "progress", "log", "checkpoint", "artifact"})
 _NOT_FINISHING = _QUIET | {"created"}
 #: Any number of processes may start at once; one applies migrations, the others wait.
 MIGRATION_LOCK = 0x0FF10AD
+#: This process's idea of a connection's prepared statements was wrong (a pooler reset
+#: the session, say): they are dropped and the transaction runs again.
+_PREPARED_MISMATCH = (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement)
 _RETRYABLE = (
     psycopg.OperationalError,  # connection lost, server restarting
     pg_errors.DeadlockDetected,
     pg_errors.SerializationFailure,
+    *_PREPARED_MISMATCH,
 )
 
 
@@ -104,7 +109,7 @@ class PgDialect(Dialect):
         return (
             f"WITH c AS ({pick}), u AS ({set_sql}WHERE id IN (SELECT id FROM c) RETURNING *), "
             "e AS (INSERT INTO task_events (task_id, at, kind, actor, data) "
-            "SELECT id, ?, 'claimed', ?, json_build_object('lease_id', ?::text, "
+            "SELECT id, ?::float8, 'claimed', ?::text, json_build_object('lease_id', ?::text, "
             "'agent_id', ?::text, 'attempt', attempt, 'expires_at', ?::float8)::text FROM u), "
             f"n AS (SELECT pg_notify('{CHANNEL}', '-') FROM (SELECT 1 FROM u LIMIT 1) AS one) "
             "SELECT u.* FROM u LEFT JOIN n ON true"
@@ -131,6 +136,26 @@ class PgDialect(Dialect):
 
 #: SQL texts split at their ``?`` placeholders (our SQL has no other ``?``).
 _fragments: dict[str, list[str]] = {}
+#: Prepared statement name and ``$n`` text of each SQL text that is prepared.
+_prepared_forms: dict[str, tuple[str, str]] = {}
+
+
+def _prepared_form(sql: str) -> tuple[str, str]:
+    form = _prepared_forms.get(sql)
+    if form is None:
+        parts = sql.split("?")
+        numbered = "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
+        name = "offload_" + hashlib.blake2b(sql.encode(), digest_size=8).hexdigest()
+        form = _prepared_forms[sql] = (name, numbered)
+    return form
+
+
+def _prepared_on(conn: psycopg.Connection[Any]) -> set[str]:
+    """The statements this connection has prepared (they last as long as its session)."""
+    names: set[str] | None = conn.__dict__.get("_offload_prepared")
+    if names is None:
+        names = conn.__dict__["_offload_prepared"] = set()
+    return names
 
 
 #: Batches at least this big are appended with COPY (its own round trips pay off only for big
@@ -152,7 +177,7 @@ class _Cursor:
     transaction, so errors still abort the transaction they belong to.
     """
 
-    __slots__ = ("_cur", "_flags", "_held", "_literal", "finished", "tail")
+    __slots__ = ("_cur", "_flags", "_held", "_literal", "_preparing", "finished", "tail")
 
     def __init__(self, cur: psycopg.ClientCursor[Row], tail: str | None = None) -> None:
         self._cur = cur
@@ -162,6 +187,8 @@ class _Cursor:
         #: The statement that ends the transaction (COMMIT), and whether it has been sent.
         self.tail = tail
         self.finished = False
+        #: Statements PREPAREd by the batch being sent (known to the connection once sent).
+        self._preparing: list[str] = []
 
     def _render(self, sql: str, args: Sequence[Any]) -> str:
         """``sql`` with each ``?`` replaced by its argument as a literal.
@@ -211,39 +238,61 @@ class _Cursor:
         """Queue a statement whose result is not needed; it travels with the next one."""
         self._held.append(self._render(sql, args))
 
+    def _run(self, stmt: str) -> None:
+        try:
+            self._cur.execute(stmt)
+        finally:
+            preparing, self._preparing = self._preparing, []
+        if preparing:
+            _prepared_on(self._cur.connection).update(preparing)
+
     def _send(self, stmt: str) -> None:
         if self._held:
             self._held.append(stmt)
             stmt = "; ".join(self._held)
             self._held.clear()
-            self._cur.execute(stmt)
+            self._run(stmt)
             # One result per statement: the caller wants the last one.
             while self._cur.nextset():
                 pass
         else:
-            self._cur.execute(stmt)
+            self._run(stmt)
 
     def flush(self) -> None:
         """Send what is held back (before a COPY, or at the end of a read)."""
         if self._held:
             stmt = "; ".join(self._held)
             self._held.clear()
-            self._cur.execute(stmt)
+            self._run(stmt)
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Cursor:
-        self._send(self._render(sql, args))
+    def _statement(self, sql: str, args: Sequence[Any], prepare: bool) -> str:
+        if not prepare:
+            return self._render(sql, args)
+        # A prepared statement is planned once per connection, not at every call: the
+        # claim's plan alone cost half a millisecond. ``PREPARE`` travels in front of the
+        # first ``EXECUTE`` on each connection.
+        name, numbered = _prepared_form(sql)
+        if name not in _prepared_on(self._cur.connection) and name not in self._preparing:
+            self._held.append(f"PREPARE {name} AS {numbered}")
+            self._preparing.append(name)
+        literal = self._literal
+        return f"EXECUTE {name}({', '.join(literal(a).decode() for a in args)})"
+
+    def execute(self, sql: str, args: Sequence[Any] = (), *, prepare: bool = False) -> _Cursor:
+        self._send(self._statement(sql, args, prepare and bool(args)))
         return self
 
-    def finish(self, sql: str, args: Sequence[Any] = ()) -> _Cursor:
+    def finish(self, sql: str, args: Sequence[Any] = (), *, prepare: bool = False) -> _Cursor:
         """The transaction's last statement, sent with what is held and with COMMIT: the
         whole transaction in one round trip. Its rows are then read as usual."""
         if self.tail is None:
-            return self.execute(sql, args)
+            return self.execute(sql, args, prepare=prepare)
         self.announce()
+        stmt = self._statement(sql, args, prepare and bool(args))
         skip = len(self._held)
-        batch = [*self._held, self._render(sql, args), self.tail]
+        batch = [*self._held, stmt, self.tail]
         self._held.clear()
-        self._cur.execute("; ".join(batch))
+        self._run("; ".join(batch))
         # One result per statement: step to this statement's.
         for _ in range(skip):
             self._cur.nextset()
@@ -387,10 +436,14 @@ class PostgresStore(SqlStore):
                     cur.hold(tail)
                 cur.flush()
                 return out
-            except BaseException:
+            except BaseException as exc:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     with contextlib.suppress(Exception):
                         conn.execute("ROLLBACK")
+                if isinstance(exc, _PREPARED_MISMATCH):
+                    with contextlib.suppress(Exception):
+                        conn.execute("DEALLOCATE ALL")
+                    _prepared_on(conn).clear()
                 raise
 
     def _retrying(

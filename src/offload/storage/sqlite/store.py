@@ -70,7 +70,8 @@ class _Cursor:
     def rowcount(self) -> int:
         return self._cur.rowcount
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Cursor:
+    def execute(self, sql: str, args: Sequence[Any] = (), *, prepare: bool = False) -> _Cursor:
+        # sqlite3 keeps its own cache of prepared statements.
         self._cur.execute(sql, args)
         return self
 
@@ -81,7 +82,7 @@ class _Cursor:
         # In process: nothing to save by deferring.
         self._cur.execute(sql, args)
 
-    def finish(self, sql: str, args: Sequence[Any] = ()) -> _Cursor:
+    def finish(self, sql: str, args: Sequence[Any] = (), *, prepare: bool = False) -> _Cursor:
         # COMMIT follows in the store thread; nothing to save in process.
         return self.execute(sql, args)
 

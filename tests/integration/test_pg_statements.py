@@ -1,0 +1,55 @@
+"""PostgreSQL statement handling: hot statements are prepared once per connection, and a
+connection whose prepared statements vanished (a pooler reset its session) recovers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from offload.client.factory import connect
+from offload.domain.models import AgentRegistration, ClaimRequest
+from offload.storage.postgres.store import PostgresStore
+from tests.pgcluster import PgCluster
+
+
+@pytest.fixture
+def pg_url(pg_server: PgCluster) -> str:
+    return pg_server.new_database()
+
+
+def _prepared(store: PostgresStore) -> set[str]:
+    with store.pool.connection() as conn:
+        rows = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+    return {r[0] for r in rows}
+
+
+def test_claims_and_reads_are_prepared_and_survive_a_session_reset(pg_url: str) -> None:
+    async def scenario() -> None:
+        # One pooled connection, so every call below runs on the same session.
+        client = await connect(database_url=f"{pg_url}?pool_min=1&pool_max=1")
+        store = client.service.store
+        assert isinstance(store, PostgresStore)
+        try:
+            agent = await client.register_agent(AgentRegistration(name="w", capabilities={}))
+            req = ClaimRequest(agent_id=agent.id, capabilities=[], types=["util.echo"])
+            first = await client.submit("util.echo", {"n": 1})
+            assert [t.id for t in await client.claim(req)] == [first.id]
+            assert (await client.get(first.id)).id == first.id
+            names = await asyncio.to_thread(_prepared, store)
+            assert len([n for n in names if n.startswith("offload_")]) >= 2
+
+            # The session loses them behind our back; the next calls prepare them again.
+            def reset() -> None:
+                with store.pool.connection() as conn:
+                    conn.execute("DEALLOCATE ALL")
+
+            await asyncio.to_thread(reset)
+            second = await client.submit("util.echo", {"n": 2})
+            assert [t.id for t in await client.claim(req)] == [second.id]
+            assert (await client.get(second.id)).id == second.id
+            assert await asyncio.to_thread(_prepared, store) >= names
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
