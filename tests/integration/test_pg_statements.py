@@ -53,3 +53,27 @@ def test_claims_and_reads_are_prepared_and_survive_a_session_reset(pg_url: str) 
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_preparing_can_be_turned_off_for_transaction_poolers(pg_url: str) -> None:
+    async def scenario() -> None:
+        client = await connect(database_url=f"{pg_url}?pool_max=1&prepare=false")
+        store = client.service.store
+        assert isinstance(store, PostgresStore)
+        try:
+            task = await client.submit("util.echo", {"n": 1})
+            assert (await client.get(task.id)).id == task.id
+            assert not [
+                n for n in await asyncio.to_thread(_prepared, store) if n.startswith("offload_")
+            ]
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_bad_prepare_option_is_refused_with_the_fix(pg_url: str) -> None:
+    from offload.domain.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="prepare=true or prepare=false"):
+        PostgresStore(f"{pg_url}?prepare=maybe")

@@ -177,9 +177,13 @@ class _Cursor:
     transaction, so errors still abort the transaction they belong to.
     """
 
-    __slots__ = ("_cur", "_flags", "_held", "_literal", "_preparing", "finished", "tail")
+    __slots__ = (
+        "_cur", "_flags", "_held", "_literal", "_may_prepare", "_preparing", "finished", "tail"
+    )  # fmt: skip
 
-    def __init__(self, cur: psycopg.ClientCursor[Row], tail: str | None = None) -> None:
+    def __init__(
+        self, cur: psycopg.ClientCursor[Row], tail: str | None = None, prepare: bool = True
+    ) -> None:
         self._cur = cur
         self._held: list[str] = []
         self._flags = ""
@@ -189,6 +193,7 @@ class _Cursor:
         self.finished = False
         #: Statements PREPAREd by the batch being sent (known to the connection once sent).
         self._preparing: list[str] = []
+        self._may_prepare = prepare
 
     def _render(self, sql: str, args: Sequence[Any]) -> str:
         """``sql`` with each ``?`` replaced by its argument as a literal.
@@ -266,7 +271,7 @@ class _Cursor:
             self._run(stmt)
 
     def _statement(self, sql: str, args: Sequence[Any], prepare: bool) -> str:
-        if not prepare:
+        if not (prepare and self._may_prepare):
             return self._render(sql, args)
         # A prepared statement is planned once per connection, not at every call: the
         # claim's plan alone cost half a millisecond. ``PREPARE`` travels in front of the
@@ -339,7 +344,9 @@ def _conninfo(url: str) -> tuple[str, dict[str, str]]:
     """Split our own query options (pool sizes) from the libpq URL."""
     parsed = urlparse(url)
     query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-    ours: dict[str, str] = {k: query.pop(k) for k in ("pool_min", "pool_max") if k in query}
+    ours: dict[str, str] = {
+        k: query.pop(k) for k in ("pool_min", "pool_max", "prepare") if k in query
+    }
     scheme = "postgresql"
     return urlunparse(parsed._replace(scheme=scheme, query=urlencode(query))), ours
 
@@ -368,6 +375,15 @@ class PostgresStore(SqlStore):
         self.conninfo, opts = _conninfo(url)
         self.pool_min = int(opts.get("pool_min", pool_min))
         self.pool_max = max(int(opts.get("pool_max", pool_max)), self.pool_min)
+        prepare = opts.get("prepare", "true").lower()
+        if prepare not in ("true", "false", "on", "off", "1", "0"):
+            raise InvalidInput(
+                f"prepare={prepare!r} in the database URL: use prepare=true or prepare=false",
+                field="database_url",
+            )
+        #: Whether hot statements are prepared per connection (off behind a pooler in
+        #: transaction mode, where a session's prepared statements do not follow it).
+        self.prepare = prepare in ("true", "on", "1")
         self.retry_for_s = retry_for_s
         self._executor = ThreadPoolExecutor(self.pool_max, thread_name_prefix="offload-pg")
         self._pool: ConnectionPool | None = None
@@ -426,7 +442,7 @@ class PostgresStore(SqlStore):
         self, fn: Callable[..., R], args: tuple[Any, ...], head: Sequence[str], tail: str | None
     ) -> R:
         with self.pool.connection() as conn:
-            cur = _Cursor(psycopg.ClientCursor(conn, row_factory=dict_row), tail)
+            cur = _Cursor(psycopg.ClientCursor(conn, row_factory=dict_row), tail, self.prepare)
             for stmt in head:
                 cur.hold(stmt)
             try:
