@@ -569,7 +569,7 @@ class Worker:
                 ))  # fmt: skip
         if not ready:
             return
-        handler = cast(Callable[..., Any], tt.handler)
+        handler = cast("Callable[..., Any]", tt.handler)
         kwargs = {cast(str, tt.batch_param): items}
         if tt.is_async:
             loop.create_task(self._run_batch_async(ready, handler, kwargs))
@@ -634,7 +634,7 @@ class Worker:
         return kwargs
 
     async def _run_async(self, att: _Attempt) -> None:
-        handler = cast(Callable[..., Coroutine[Any, Any, Any]], att.type.handler)
+        handler = cast("Callable[..., Coroutine[Any, Any, Any]]", att.type.handler)
         try:
             kwargs = self._call_kwargs(att)
             if att.timeout_s is None:
@@ -665,7 +665,7 @@ class Worker:
         result: Any = None
         error: BaseException | None = None
         try:
-            handler = cast(Callable[..., Any], att.type.handler)
+            handler = cast("Callable[..., Any]", att.type.handler)
             result = handler(**self._call_kwargs(att))
         except BaseException as exc:  # whatever a handler raises is its outcome
             error = exc
