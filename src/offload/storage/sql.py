@@ -93,8 +93,9 @@ _EVENT_COLUMNS = ("task_id", "at", "kind", "actor", "data")
 
 def insert_events(cur: Cursor, rows: Sequence[Sequence[Any]]) -> None:
     """Append many events (one COPY on PostgreSQL for big batches)."""
-    cur.insert_rows("task_events", _EVENT_COLUMNS, rows)
-    cur.appended({r[2] for r in rows})
+    if rows:
+        cur.insert_rows("task_events", _EVENT_COLUMNS, rows)
+        cur.appended({r[2] for r in rows})
 
 
 Row = dict[str, Any]
@@ -172,6 +173,11 @@ class Dialect:
         """``update`` (a completion ``UPDATE … RETURNING``) made to also append the
         'completed' events of the tasks it finished (one more parameter: the time); None
         where the backend cannot (the completion then appends them from Python)."""
+        return None
+
+    def lease_statement(self, set_sql: str, n_ids: int) -> str | None:
+        """Like :meth:`claim_statement` for ``n_ids`` tasks picked already (their ids are
+        parameters after the SET's)."""
         return None
 
     def claim_statement(self, pick: str, set_sql: str) -> str | None:
@@ -666,25 +672,17 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
             # do; a limit created in another process within FLOW_RECHECK_S waits, never leaks.
             where += " AND limit_key IS NULL AND resources IS NULL"
         pick = f"SELECT id FROM tasks WHERE {where} ORDER BY sort_key LIMIT ?{self.d.skip_locked}"
+        event_args = (now, req.agent_id, lease_id, req.agent_id, expires)
         if limited:
             ids = self._claim_limited(cur, where, base_args, queues, req.max, now)
-            if not ids:
-                return []
-            rows = cur.execute(
-                f"{set_sql}WHERE id IN ({', '.join('?' * len(ids))}){self.d.claim_recheck} "
-                "RETURNING *",
-                (*set_args, *ids),
-            ).fetchall()
-            order = {i: n for n, i in enumerate(ids)}
-            rows.sort(key=lambda r: order[r["id"]])
+            return self._lease_ids(cur, ids, set_sql, set_args, event_args)
         elif len(queues) == 1 and (whole := self.d.claim_statement(pick, set_sql)):
             # The usual case on PostgreSQL: pick, lease and log in one statement, sent with
             # the rest of the transaction and its COMMIT: the claim is one round trip.
             rows = cur.finish(
                 whole,
                 prepare=True,
-                args=(queues[0], *base_args, req.max, *set_args,
-                 now, req.agent_id, lease_id, req.agent_id, expires),
+                args=(queues[0], *base_args, req.max, *set_args, *event_args),
             ).fetchall()  # fmt: skip
             rows.sort(key=lambda r: (r["sort_key"], r["id"]))
             return [row_to_task(r) for r in rows]
@@ -710,15 +708,40 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 return []
             candidates.sort()
             ids = [c[1] for c in candidates[: req.max]]
+            return self._lease_ids(cur, ids, set_sql, set_args, event_args)
+        self._log_claims(cur, rows, event_args)
+        return [row_to_task(r) for r in rows]
+
+    def _lease_ids(
+        self,
+        cur: Cursor,
+        ids: list[str],
+        set_sql: str,
+        set_args: tuple[Any, ...],
+        event_args: tuple[Any, ...],
+    ) -> list[Task]:
+        """Lease tasks picked already (in the order of ``ids``) and log their claims."""
+        if not ids:
+            return []
+        leased = self.d.lease_statement(set_sql, len(ids))
+        if leased is not None:
+            # One statement leases and logs, sent with the COMMIT.
+            rows = cur.finish(leased, (*set_args, *ids, *event_args)).fetchall()
+        else:
             rows = cur.execute(
                 f"{set_sql}WHERE id IN ({', '.join('?' * len(ids))}){self.d.claim_recheck} "
                 "RETURNING *",
                 (*set_args, *ids),
             ).fetchall()
-            order = {i: n for n, i in enumerate(ids)}
-            rows.sort(key=lambda r: order[r["id"]])
-        if not rows:
-            return []
+            self._log_claims(cur, rows, event_args)
+        order = {i: n for n, i in enumerate(ids)}
+        rows.sort(key=lambda r: order[r["id"]])
+        return [row_to_task(r) for r in rows]
+
+    @staticmethod
+    def _log_claims(cur: Cursor, rows: list[Row], event_args: tuple[Any, ...]) -> None:
+        """The 'claimed' events of leased rows, appended from Python."""
+        now, agent_id, lease_id, _, expires = event_args
         insert_events(
             cur,
             [
@@ -726,11 +749,11 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                     r["id"],
                     now,
                     "claimed",
-                    req.agent_id,
+                    agent_id,
                     dumps(
                         {
                             "lease_id": lease_id,
-                            "agent_id": req.agent_id,
+                            "agent_id": agent_id,
                             "attempt": r["attempt"],
                             "expires_at": expires,
                         }
@@ -739,7 +762,6 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 for r in rows
             ],
         )
-        return [row_to_task(r) for r in rows]
 
     def _promote_before_claim(self, cur: Cursor, now: float) -> None:
         """Make due scheduled tasks claimable; a backend may do it without waiting."""

@@ -103,11 +103,19 @@ class PgDialect(Dialect):
 
     def claim_statement(self, pick: str, set_sql: str) -> str:
         # Pick, lease, append the 'claimed' events and announce them, in one statement.
-        # Parameters after the pick's and the SET's: at, actor, lease_id, agent_id,
+        return f"WITH c AS ({pick}), {self._leased(set_sql, 'IN (SELECT id FROM c)')}"
+
+    def lease_statement(self, set_sql: str, n_ids: int) -> str:
+        marks = ", ".join("?" * n_ids)
+        return f"WITH {self._leased(set_sql, f'IN ({marks})')}"
+
+    @staticmethod
+    def _leased(set_sql: str, ids: str) -> str:
+        # Parameters after the SET's (and the ids'): at, actor, lease_id, agent_id,
         # expires_at. The NOTIFY ('-': nothing claimable, nothing finished, but live
         # streams want claims) is joined in so it runs only when something was claimed.
         return (
-            f"WITH c AS ({pick}), u AS ({set_sql}WHERE id IN (SELECT id FROM c) RETURNING *), "
+            f"u AS ({set_sql}WHERE id {ids} RETURNING *), "
             "e AS (INSERT INTO task_events (task_id, at, kind, actor, data) "
             "SELECT id, ?::float8, 'claimed', ?::text, json_build_object('lease_id', ?::text, "
             "'agent_id', ?::text, 'attempt', attempt, 'expires_at', ?::float8)::text FROM u), "
@@ -221,13 +229,16 @@ class _Cursor:
     def appended(self, kinds: Iterable[str]) -> None:
         """Note what kind of change the transaction's events make (see :meth:`announce`)."""
         flags = self._flags
+        seen = False
         for kind in kinds:
+            seen = True
             if "w" not in flags and kind not in _QUIET:
                 flags += "w"
             if "d" not in flags and kind not in _NOT_FINISHING:
                 flags += "d"
         # "-": events were appended, but none that workers or result waiters care about.
-        self._flags = flags or "-"
+        if seen:
+            self._flags = flags or "-"
 
     def announce(self) -> None:
         """Before COMMIT: one NOTIFY saying what changed (delivered only if it commits)."""
