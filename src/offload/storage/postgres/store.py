@@ -218,7 +218,8 @@ class _Cursor:
                 _fragments.clear()
             parts = _fragments[sql] = sql.split("?")
         if len(parts) != len(args) + 1:
-            raise InvalidInput(f"{len(args)} arguments for {len(parts) - 1} placeholders")
+            # Our own SQL and arguments disagree: a bug, not a caller's mistake.
+            raise RuntimeError(f"{len(args)} arguments for {len(parts) - 1} placeholders")
         literal = self._literal
         out = [parts[0]]
         for arg, part in zip(args, parts[1:], strict=True):
@@ -330,7 +331,7 @@ class _Cursor:
             values = ", ".join(self._render(row_sql, r) for r in rows)
             self._held.append(f"INSERT INTO {table} ({cols}) VALUES {values}")
             return
-        # COPY streams rows without per-row parsing and fires statement triggers once:
+        # COPY streams rows without per-row parsing:
         # several times faster for a 1,000-task batch. It cannot share a query string.
         self.flush()
         with self._cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
