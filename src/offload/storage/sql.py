@@ -683,11 +683,11 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 whole,
                 prepare=True,
                 args=(queues[0], *base_args, req.max, *set_args, *event_args),
-            ).fetchall()  # fmt: skip
+            ).fetchall()
             rows.sort(key=lambda r: (r["sort_key"], r["id"]))
             return [row_to_task(r) for r in rows]
         elif len(queues) == 1:
-            # The usual case: pick and lease in one statement (one round trip on PostgreSQL).
+            # The usual case on SQLite: pick and lease in one statement.
             rows = cur.execute(
                 f"WITH c AS ({pick}) {set_sql}WHERE id IN (SELECT id FROM c)"
                 f"{self.d.claim_recheck} RETURNING *",
