@@ -6,9 +6,12 @@ The transaction logic is the same as SQLite's (:mod:`offload.storage.sql`); what
   one process can have several transactions in flight;
 - claims pick candidates with ``FOR UPDATE SKIP LOCKED`` and read-then-decide steps lock the
   row first, so concurrent workers, reapers and resolvers never double-claim or double-fire;
-- a statement trigger sends ``NOTIFY offload_tasks`` on every status change, and a
-  ``LISTEN`` connection wakes idle workers and waiters within milliseconds (polling stays as
-  the fallback: :meth:`wait_for_change` simply times out);
+- each transaction that appends events sends one ``NOTIFY offload_tasks`` before its
+  COMMIT, flagged with what kind of change it made, and a ``LISTEN`` connection wakes idle
+  workers (new work), waiters (finished tasks) and live streams (anything) within
+  milliseconds (polling stays as the fallback: :meth:`wait_for_change` simply times out);
+- the claim and the task read are prepared once per connection; the claim is one round
+  trip (see docs/deploy.md for each operation's);
 - lost connections and a restarting server are retried with backoff.
 """
 
