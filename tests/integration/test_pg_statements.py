@@ -77,3 +77,48 @@ def test_a_bad_prepare_option_is_refused_with_the_fix(pg_url: str) -> None:
 
     with pytest.raises(InvalidInput, match="prepare=true or prepare=false"):
         PostgresStore(f"{pg_url}?prepare=maybe")
+
+
+def test_round_trips_per_operation(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counts docs/deploy.md promises: submit 1, claim 1, complete 2, read 1."""
+    import psycopg
+
+    from offload.domain.models import Completion
+
+    sent: list[str] = []
+    real = psycopg.ClientCursor.execute
+
+    def counting(
+        self: psycopg.ClientCursor[object], query: object, *a: object, **k: object
+    ) -> object:
+        sent.append(str(query))
+        return real(self, query, *a, **k)  # type: ignore[arg-type]
+
+    async def scenario() -> dict[str, int]:
+        client = await connect(database_url=pg_url)
+        counts: dict[str, int] = {}
+        try:
+            agent = await client.register_agent(AgentRegistration(name="w", capabilities={}))
+            req = ClaimRequest(agent_id=agent.id, capabilities=[], types=["util.echo"])
+            for _ in range(2):  # the first round warms caches (flow settings, estimates)
+                sent.clear()
+                task = await client.submit("util.echo", {"n": 1})
+                counts["submit"] = len(sent)
+                sent.clear()
+                (claimed,) = await client.claim(req)
+                counts["claim"] = len(sent)
+                sent.clear()
+                assert claimed.lease is not None
+                await client.complete(
+                    [Completion(task_id=task.id, lease_id=claimed.lease.id, result={"n": 1})]
+                )
+                counts["complete"] = len(sent)
+                sent.clear()
+                await client.get(task.id)
+                counts["read"] = len(sent)
+        finally:
+            await client.close()
+        return counts
+
+    monkeypatch.setattr(psycopg.ClientCursor, "execute", counting)
+    assert asyncio.run(scenario()) == {"submit": 1, "claim": 1, "complete": 2, "read": 1}
