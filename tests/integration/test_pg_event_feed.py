@@ -120,7 +120,7 @@ def test_waiters_wake_only_for_their_kind_of_change(
 
             async def tokens() -> dict[str, int]:
                 # Let notifications of the previous step arrive first.
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.5)
                 return {k: store.change_token(k) for k in kinds}
 
             before = await tokens()
