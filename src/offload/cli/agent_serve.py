@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from offload.cli.common import split_list, stderr
+from offload.cli.common import Imports, split_list, stderr
 from offload.domain.models import AgentKind
 
 
@@ -39,15 +39,7 @@ def agent_serve(
             show_default=False,
         ),
     ] = None,
-    imports: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--import",
-            "-I",
-            help="Module defining task types (repeatable); also $OFFLOAD_IMPORTS.",
-            show_default=False,
-        ),
-    ] = None,
+    imports: Imports = None,
     agent_id: Annotated[
         str | None,
         typer.Option("--id", help="Agent id (default: agent-HOST-PORT; kept across restarts)."),

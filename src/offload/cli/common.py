@@ -41,6 +41,16 @@ DatabaseUrl = Annotated[
     ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+#: ``--import MODULE``: the user's modules that define ``@offload.task`` types.
+Imports = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--import",
+        "-I",
+        help="Module defining task types (repeatable); also $OFFLOAD_IMPORTS (comma list).",
+        show_default=False,
+    ),
+]
 
 STATUS_STYLES: dict[str, str] = {
     "blocked": "dim",

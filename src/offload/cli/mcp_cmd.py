@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
 
-import typer
-
-from offload.cli.common import DATABASE_URL_ENV, DatabaseUrl, split_list
+from offload.cli.common import DATABASE_URL_ENV, DatabaseUrl, Imports, split_list
 
 
 def mcp(
     database_url: DatabaseUrl = None,
     *,
-    imports: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--import",
-            "-I",
-            help="Module defining task types (repeatable); also $OFFLOAD_IMPORTS (comma list).",
-            show_default=False,
-        ),
-    ] = None,
+    imports: Imports = None,
 ) -> None:
     """Serve MCP on stdin/stdout (for an MCP client to launch; see docs/mcp.md).
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from offload.cli.common import DatabaseUrl, split_list, stderr, target_label
+from offload.cli.common import DatabaseUrl, Imports, split_list, stderr, target_label
 
 if TYPE_CHECKING:
     import socket
@@ -53,15 +53,7 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    imports: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--import",
-            "-I",
-            help="Module defining task types (repeatable); also $OFFLOAD_IMPORTS.",
-            show_default=False,
-        ),
-    ] = None,
+    imports: Imports = None,
     lease_ttl: Annotated[
         float | None,
         typer.Option(

@@ -7,20 +7,12 @@ from typing import Annotated
 
 import typer
 
-from offload.cli.common import DatabaseUrl, open_client, split_list, stderr, target_label
+from offload.cli.common import DatabaseUrl, Imports, open_client, split_list, stderr, target_label
 
 
 def worker(
     *,
-    imports: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--import",
-            "-I",
-            help="Module defining task types (repeatable); also $OFFLOAD_IMPORTS (comma list).",
-            show_default=False,
-        ),
-    ] = None,
+    imports: Imports = None,
     capabilities: Annotated[
         list[str] | None,
         typer.Option(
