@@ -8,7 +8,7 @@ backend hooks (``_run``/``_write``/``_read``) and SQL both backends accept. Agen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from offload.domain.agents import (
@@ -23,6 +23,7 @@ from offload.domain.errors import Conflict, NotFound
 from offload.domain.ids import new_id
 from offload.domain.models import Agent, AgentStatus, AssignmentMethod, Task
 from offload.domain.status import Status
+from offload.storage.hooks import BackendHooks
 from offload.storage.rows import dt, dumps, loads, row_to_agent, row_to_task
 
 R = TypeVar("R")
@@ -39,21 +40,10 @@ def _event(cur: Any, subject: str, at: float, kind: str, actor: str | None, data
     cur.appended((kind,))
 
 
-class AgentsSql:
+class AgentsSql(BackendHooks):
     """Agent-side store operations (see :class:`offload.ports.store.Store`)."""
 
-    #: The backend's SQL dialect (set by :class:`~offload.storage.sql.SqlStore`).
-    d: Any
     _AGENT_SELECT: str
-
-    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
-
-    def _write(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
-
-    def _read(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ registry
     async def get_agent(self, agent_id: str) -> Agent:
@@ -517,33 +507,14 @@ class AgentsSql:
             ).rowcount
             if not closed:
                 return None
-            rows = cur.execute(
-                "SELECT * FROM auction_bids WHERE task_id = ? ORDER BY cost, eta_s, at",
-                (task_id,),
-            ).fetchall()
-            return [
-                Bid(task_id=r["task_id"], agent_id=r["agent_id"], cost=r["cost"],
-                    eta_s=r["eta_s"], at=dt(r["at"]))
-                for r in rows
-            ]  # fmt: skip
+            return _bids(cur, task_id)
 
         return await self._run(self._write, w)
 
     async def bids(self, task_id: str) -> list[Bid]:
         """A task's bids, cheapest first."""
 
-        def q(cur: Any) -> list[Bid]:
-            rows = cur.execute(
-                "SELECT * FROM auction_bids WHERE task_id = ? ORDER BY cost, eta_s, at",
-                (task_id,),
-            ).fetchall()
-            return [
-                Bid(task_id=r["task_id"], agent_id=r["agent_id"], cost=r["cost"],
-                    eta_s=r["eta_s"], at=dt(r["at"]))
-                for r in rows
-            ]  # fmt: skip
-
-        return await self._run(self._read, q)
+        return await self._run(self._read, _bids, task_id)
 
 
 def _dispatch(row: Any) -> QueueDispatch:
@@ -553,3 +524,15 @@ def _dispatch(row: Any) -> QueueDispatch:
         hybrid_threshold=row["hybrid_threshold"],
         auction_window_ms=row["auction_window_ms"],
     )
+
+
+def _bids(cur: Any, task_id: str) -> list[Bid]:
+    """A task's bids, cheapest first (then soonest, then earliest)."""
+    rows = cur.execute(
+        "SELECT * FROM auction_bids WHERE task_id = ? ORDER BY cost, eta_s, at", (task_id,)
+    ).fetchall()
+    return [
+        Bid(task_id=r["task_id"], agent_id=r["agent_id"], cost=r["cost"], eta_s=r["eta_s"],
+            at=dt(r["at"]))
+        for r in rows
+    ]  # fmt: skip

@@ -9,8 +9,10 @@ key) and :meth:`CacheSql.clear_cache`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
+
+from offload.storage.hooks import BackendHooks
 
 R = TypeVar("R")
 
@@ -18,19 +20,8 @@ R = TypeVar("R")
 PURGE_BATCH = 1000
 
 
-class CacheSql:
+class CacheSql(BackendHooks):
     """Result-cache store operations (see :class:`offload.ports.store.Store`)."""
-
-    d: Any
-
-    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
-
-    def _write(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
-
-    def _read(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
 
     def _cache_get(self, cur: Any, key: str, now: float) -> tuple[bool, str | None]:
         """(hit, result JSON text) for a live entry."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -38,6 +37,7 @@ from offload.domain.flow import (
     key_label,
     parse_rate,
 )
+from offload.storage.hooks import BackendHooks
 from offload.storage.rows import loads
 
 R = TypeVar("R")
@@ -73,25 +73,15 @@ def _refill(tokens: float, updated_at: float, count: int, period_s: float, now: 
     return min(burst(count, period_s), tokens + max(0.0, now - updated_at) * count / period_s)
 
 
-class FlowSql:
+class FlowSql(BackendHooks):
     """Flow-control store operations (see :class:`offload.ports.store.Store`)."""
 
-    d: Any
     #: Monotonic time until which "flow control is off" may be trusted (see FLOW_RECHECK_S).
     _flow_off_until: float = 0.0
     #: When a rate-limited key gets its next token (epoch seconds); workers sleep until then.
     flow_wake_at: float | None = None
     #: Per fair queue: the owner the next claim's owner scan starts after.
     _fair_cursor: dict[str, str]
-
-    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
-
-    def _write(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
-
-    def _read(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ limits
     async def set_limit(self, task_type: str, spec: LimitSpec, now: float) -> Limit:

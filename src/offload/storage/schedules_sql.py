@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from offload.domain.errors import Conflict, NotFound
 from offload.domain.models import Task
 from offload.domain.schedules import Schedule, ScheduleSpec
+from offload.storage.hooks import BackendHooks
 from offload.storage.rows import loads
 
 R = TypeVar("R")
@@ -29,19 +30,8 @@ def _schedule(r: dict[str, Any]) -> Schedule:
     )
 
 
-class SchedulesSql:
+class SchedulesSql(BackendHooks):
     """Schedule store operations (see :class:`offload.ports.store.Store`)."""
-
-    d: Any
-
-    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
-
-    def _write(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
-
-    def _read(self, fn: Callable[..., R], *args: Any) -> R:
-        raise NotImplementedError
 
     def _insert_tasks(self, cur: Any, tasks: list[Task], now: float) -> list[Task]:
         raise NotImplementedError

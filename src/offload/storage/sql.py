@@ -252,18 +252,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         self._fair_cursor: dict[str, str] = {}
 
     # ------------------------------------------------------------------ backend hooks
-    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run ``fn(*args)`` off the event loop (database calls block)."""
-        raise NotImplementedError
-
-    def _write(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run ``fn(cur, *args)`` in one write transaction (called on a store thread)."""
-        raise NotImplementedError
-
-    def _read(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run ``fn(cur, *args)`` in one read transaction (called on a store thread)."""
-        raise NotImplementedError
-
+    # _run, _write and _read come from each backend (see storage.hooks.BackendHooks).
     def _write_lax(self, fn: Callable[..., R], *args: Any) -> R:
         """A write whose loss in a database crash loses nothing: claims and lease renewals.
 
