@@ -130,6 +130,40 @@ def test_bulk_submit_is_all_or_nothing(svc: Harness) -> None:
         svc(svc.service.submit_many([spec()] * 1001))
 
 
+def test_bulk_submit_stores_each_task_as_given(svc: Harness) -> None:
+    """Batches are written column-wise (values the batch shares once): every task of a
+    mixed batch must read back exactly as the submit returned it."""
+    now = svc.clock.now()
+    specs = [
+        spec(
+            "t.echo",
+            input={"value": [i, "it's \u00e9", {"nested": i % 3 == 0}, 2**40 + i, 0.1 * i]},
+            title=None if i % 4 else f'task "{i}" o\'clock ✓',
+            description=None if i % 5 else "line one\nline two",
+            instructions="only this one" if i == 17 else None,
+            tags=[] if i % 2 else ["a", f"t{i}"],
+            priority=1 + i % 10,
+            queue="default" if i % 3 else "other",
+            capabilities=[] if i % 6 else ["gpu", "cpu"],
+            max_retries=None if i % 7 else i,
+            timeout_s=None if i % 2 else 1.5 + i,
+            run_at=None if i % 8 else datetime.fromtimestamp(now + 60 + i, UTC),
+            metadata={} if i % 3 else {"k": i, "q": "'\""},
+            idempotency_key=None if i % 9 else f"bulk-{i}",
+        )
+        for i in range(40)
+    ]
+    made = svc(svc.service.submit_many(specs))
+    assert len({t.id for t in made}) == 40
+    for t, s in zip(made, specs, strict=True):
+        got = svc(svc.service.get(t.id))
+        assert got.model_dump(exclude={"waiting_on"}) == t.model_dump(exclude={"waiting_on"})
+        assert got.input == s.input and got.priority == s.priority and got.tags == s.tags
+        assert got.status is (Status.SCHEDULED if s.run_at else Status.QUEUED)
+    events = svc(svc.service.events(made[3].id))
+    assert [e.kind for e in events] == ["created"]
+
+
 # --------------------------------------------------------------------------- claims
 
 

@@ -210,28 +210,31 @@ class QueueService:
             if ttl and not deps and parent_id is None and review is None
             else None
         )
+        estimate = await self._estimate(tt, spec)
+        limit = await self._flow_fields(tt, spec, task_input)
         # Every value is validated already (spec, registry, our own): construct, don't re-check.
-        return Task.trusted(
-            id=task_id or new_id(), type=tt.name, title=spec.title or _default_title(spec),
-            description=spec.description, instructions=spec.instructions, input=task_input,
-            tags=spec.tags, queue=queue, owner=owner, requester=requester,
-            priority=spec.priority, capabilities=capabilities, agent_id=spec.agent_id,
-            depends_on=deps, parent_id=parent_id, ref=spec.ref, status=Status.QUEUED,
-            max_retries=spec.max_retries if spec.max_retries is not None else tt.max_retries,
-            retry=spec.retry or tt.retry or _DEFAULT_RETRY,
-            timeout_s=spec.timeout_s if spec.timeout_s is not None else tt.timeout_s,
-            run_at=spec.run_at, deadline=spec.deadline, created_at=nowdt, updated_at=nowdt,
-            estimated_duration_s=await self._estimate(tt, spec),
-            idempotency_key=spec.idempotency_key,
-            cache_ttl_s=ttl, cache_key=ckey,
-            complexity=spec.complexity, metadata=spec.metadata, team=spec.team, review=review,
-            resources=spec.resources, limit_key=await self._flow_fields(tt, spec, task_input),
-            waiting_on=None,
-            children=[], lease=None, assignment=None, attempt=0, checkpoints=[], artifacts=[],
-            result=None, error=None, errors=[], cache_hit=False, progress=0.0,
-            current_step=None, queued_at=None, started_at=None, finished_at=None,
-            actual_duration_s=None, cancel_requested=False, pause_requested=False,
-        )  # fmt: skip
+        # A dict display with constant keys is built in one step; keyword arguments are not.
+        return Task.from_trusted({
+            "id": task_id or new_id(), "type": tt.name,
+            "title": spec.title or _default_title(spec), "description": spec.description,
+            "instructions": spec.instructions, "input": task_input, "tags": spec.tags,
+            "queue": queue, "owner": owner, "requester": requester, "priority": spec.priority,
+            "capabilities": capabilities, "agent_id": spec.agent_id, "depends_on": deps,
+            "parent_id": parent_id, "ref": spec.ref, "status": Status.QUEUED,
+            "max_retries": spec.max_retries if spec.max_retries is not None else tt.max_retries,
+            "retry": spec.retry or tt.retry or _DEFAULT_RETRY,
+            "timeout_s": spec.timeout_s if spec.timeout_s is not None else tt.timeout_s,
+            "run_at": spec.run_at, "deadline": spec.deadline, "created_at": nowdt,
+            "updated_at": nowdt, "estimated_duration_s": estimate,
+            "idempotency_key": spec.idempotency_key, "cache_ttl_s": ttl, "cache_key": ckey,
+            "complexity": spec.complexity, "metadata": spec.metadata, "team": spec.team,
+            "review": review, "resources": spec.resources, "limit_key": limit,
+            "waiting_on": None, "children": [], "lease": None, "assignment": None, "attempt": 0,
+            "checkpoints": [], "artifacts": [], "result": None, "error": None, "errors": [],
+            "cache_hit": False, "progress": 0.0, "current_step": None, "queued_at": None,
+            "started_at": None, "finished_at": None, "actual_duration_s": None,
+            "cancel_requested": False, "pause_requested": False,
+        })  # fmt: skip
 
     # ------------------------------------------------------------------ submit
     async def submit(self, spec: TaskSpec, owner: str | None = None) -> Task:

@@ -71,37 +71,62 @@ def caps_key(capabilities: list[str]) -> str:
     return ",".join(sorted(set(capabilities)))
 
 
-def _json_of(model: Any, memo: dict[int, str] | None) -> str:
-    # Bulk submits share requester/retry objects: serialise each once per batch.
+def task_to_row(t: Task, memo: dict[Any, str] | None = None, order: float = 0.0) -> tuple[Any, ...]:
+    """Row values (in :data:`TASK_INSERT_COLUMNS` order) for a new task; ``order`` is its
+    ``sort_key`` (0 for a task that is not ready). ``memo`` (one per batch) shares the
+    texts of values that tasks of a batch have in common."""
+    # Bulk submit spends a good part of its time here, hence the inlined conversions and
+    # the per-batch memo of the texts that repeat (requester, retry policy, capabilities).
     if memo is None:
-        return str(model.model_dump_json())
-    key = id(model)
-    out = memo.get(key)
-    if out is None:
-        out = memo[key] = model.model_dump_json()
-    return out
-
-
-def task_to_row(t: Task, memo: dict[int, str] | None = None) -> tuple[Any, ...]:
-    """Row values (in :data:`TASK_INSERT_COLUMNS` order) for a new task."""
+        memo = {}
+    j = orjson.dumps
+    v = t.__dict__
+    caps = v["capabilities"]
+    caps_t = tuple(caps)
+    caps_json = memo.get(caps_t)
+    if caps_json is None:
+        caps_json = memo[caps_t] = j(caps).decode()
+    caps_k = memo.get(("k", caps_t))
+    if caps_k is None:
+        caps_k = memo[("k", caps_t)] = caps_key(caps)
+    requester, retry = v["requester"], v["retry"]
+    req_json = memo.get(id(requester))
+    if req_json is None:
+        req_json = memo[id(requester)] = requester.model_dump_json()
+    retry_json = memo.get(id(retry))
+    if retry_json is None:
+        retry_json = memo[id(retry)] = retry.model_dump_json()
+    tags, meta, deps = v["tags"], v["metadata"], v["depends_on"]
+    error, result, review, team, resources = (
+        v["error"], v["result"], v["review"], v["team"], v["resources"]
+    )  # fmt: skip
+    run_at, deadline, queued_at, started_at, finished_at, complexity = (
+        v["run_at"], v["deadline"], v["queued_at"], v["started_at"], v["finished_at"],
+        v["complexity"],
+    )  # fmt: skip
     return (
-        t.id, t.type, t.title, t.description, t.instructions, dumps(t.input), dumps(t.tags),
-        t.queue, t.owner, _json_of(t.requester, memo), t.priority, dumps(t.capabilities),
-        caps_key(t.capabilities), t.agent_id,
-        dumps([d.model_dump(mode="json", exclude_none=True) for d in t.depends_on])
-        if t.depends_on else "[]",
-        t.parent_id, t.ref, t.status.value, t.max_retries, _json_of(t.retry, memo),
-        t.timeout_s, ts(t.run_at), ts(t.deadline),
-        t.error.model_dump_json() if t.error else None,
-        dumps(t.result) if t.result is not None else None, int(t.cache_hit),
-        ts(t.created_at), ts(t.updated_at), ts(t.queued_at), ts(t.started_at),
-        ts(t.finished_at), t.estimated_duration_s, t.idempotency_key, t.cache_ttl_s,
-        t.complexity.value if t.complexity else None, dumps(t.metadata),
+        v["id"], v["type"], v["title"], v["description"], v["instructions"],
+        j(v["input"]).decode(), j(tags).decode() if tags else "[]",
+        v["queue"], v["owner"], req_json, v["priority"], caps_json, caps_k, v["agent_id"],
+        j([d.model_dump(mode="json", exclude_none=True) for d in deps]).decode()
+        if deps else "[]",
+        v["parent_id"], v["ref"], v["status"].value, v["max_retries"], retry_json,
+        v["timeout_s"],
+        None if run_at is None else run_at.timestamp(),
+        None if deadline is None else deadline.timestamp(),
+        error.model_dump_json() if error else None,
+        j(result).decode() if result is not None else None, int(v["cache_hit"]),
+        v["created_at"].timestamp(), v["updated_at"].timestamp(),
+        None if queued_at is None else queued_at.timestamp(),
+        None if started_at is None else started_at.timestamp(),
+        None if finished_at is None else finished_at.timestamp(),
+        v["estimated_duration_s"], v["idempotency_key"], v["cache_ttl_s"],
+        complexity.value if complexity else None, j(meta).decode() if meta else "{}",
         # Only a review that is required is stored: completion tests `review IS NULL`.
-        t.review.model_dump_json() if t.review and t.review.required else None,
-        t.team.model_dump_json() if t.team else None, t.limit_key,
-        dumps(t.resources) if t.resources else None, t.cache_key, t.progress,
-        t.actual_duration_s, 0.0,  # sort_key stays last
+        review.model_dump_json() if review and review.required else None,
+        team.model_dump_json() if team else None, v["limit_key"],
+        j(resources).decode() if resources else None, v["cache_key"], v["progress"],
+        v["actual_duration_s"], order,
     )  # fmt: skip
 
 

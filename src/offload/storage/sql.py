@@ -336,7 +336,8 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         edge_states: dict[str, dict[str, str]] = {}
         plain_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
-        memo: dict[int, str] = {}
+        memo: dict[Any, str] = {}
+        created_data: dict[tuple[Status, str, bool], str] = {}
         batch_keys: Counter[str] = Counter()
         for given in tasks:
             t = given
@@ -381,24 +382,20 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                         )
                         t.status, t.error, t.errors = Status.CANCELLED, err, [err]
                         t.finished_at, t.queued_at = dt(now), None
-            row = task_to_row(t, memo)
+            order = 0.0
             if t.status in (Status.QUEUED, Status.SCHEDULED):
-                ready_at = max(ts_or(t.run_at, now), now)
-                row = (*row[:-1], sort_key(ready_at, t.priority, self.aging))
-            plain_rows.append(row)
-            events.append(
-                (
-                    t.id,
-                    now,
-                    "created",
-                    t.requester.id,
-                    dumps(
-                        {"status": t.status.value, "type": t.type, "cache_hit": True}
-                        if t.cache_hit
-                        else {"status": t.status.value, "type": t.type}
-                    ),
+                order = sort_key(max(ts_or(t.run_at, now), now), t.priority, self.aging)
+            plain_rows.append(task_to_row(t, memo, order))
+            # One text per (status, type, cache hit) in a batch, not one dumps per task.
+            shape = (t.status, t.type, t.cache_hit)
+            data = created_data.get(shape)
+            if data is None:
+                data = created_data[shape] = dumps(
+                    {"status": t.status.value, "type": t.type, "cache_hit": True}
+                    if t.cache_hit
+                    else {"status": t.status.value, "type": t.type}
                 )
-            )
+            events.append((t.id, now, "created", t.requester.id, data))
             batch[t.id] = t
             if t.limit_key is not None and t.status is not Status.CANCELLED:
                 batch_keys[t.limit_key] += 1
@@ -438,6 +435,13 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         """
         waiting = False
         states: dict[str, str] = {}
+        if not t.depends_on:
+            # The common case, without pydantic's attribute hooks (the service built these
+            # records for this insert; setting fields in place is safe).
+            at = ts_or(t.run_at, None)
+            t.__dict__["status"] = self._ready_status(at, now)
+            t.__dict__["queued_at"] = dt(now if at is None or at <= now else at)
+            return t, states
         for d in t.depends_on:
             if d.task_id == t.id:
                 raise DependencyError(f"task {t.id} depends on itself", field="depends_on")

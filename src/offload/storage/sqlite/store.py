@@ -9,6 +9,7 @@ processes share the file. The logic itself is shared with PostgreSQL (:mod:`..sq
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import sqlite3
 import time
@@ -17,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
+
+import orjson
 
 from offload.domain.errors import InvalidInput
 from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
@@ -52,6 +55,50 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 _INSERTS: dict[tuple[str, tuple[str, ...]], str] = {}
+
+#: Batches at least this big are inserted column-wise (see :func:`_insert_columnar`).
+COLUMNAR_MIN_ROWS = 16
+#: Types that round-trip through SQLite's JSON functions exactly (floats are checked for
+#: NaN/infinity, which JSON cannot carry).
+_JSON_EXACT = frozenset({str, int, float, type(None)})
+
+
+def _insert_columnar(
+    cur: sqlite3.Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> bool:
+    """Insert ``rows`` as one ``INSERT … SELECT`` over ``json_each``: False if they do not fit.
+
+    Binding every value of a 45-column task row costs sqlite3 about 30 µs a row, most of a
+    bulk submit. Rows of one batch mostly share their values (type, queue, policy, times),
+    so each column that holds one value is bound once, and the columns that vary travel as
+    one JSON array of arrays that SQLite unpacks in C: a third of the cost.
+    """
+    exprs: list[str] = []
+    shared: list[Any] = []
+    varying: list[int] = []
+    for i, values in enumerate(zip(*rows, strict=True)):
+        kinds = set(map(type, values))
+        if not kinds <= _JSON_EXACT:
+            return False
+        first = values[0]
+        if len(kinds) == 1 and values.count(first) == len(values):
+            exprs.append("?")
+            shared.append(first)
+            continue
+        if float in kinds and not all(math.isfinite(v) for v in values if type(v) is float):
+            return False
+        exprs.append(f"j.value ->> {len(varying)}")
+        varying.append(i)
+    try:
+        data = orjson.dumps([[row[i] for i in varying] for row in rows])
+    except TypeError:  # e.g. an int beyond 64 bits
+        return False
+    cur.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(exprs)} "
+        "FROM json_each(?) AS j ORDER BY j.key",
+        (*shared, data.decode()),
+    )
+    return True
 
 
 class _Cursor:
@@ -93,7 +140,9 @@ class _Cursor:
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        # executemany reuses one prepared statement: SQLite's fastest bulk path.
+        if len(rows) >= COLUMNAR_MIN_ROWS and _insert_columnar(self._cur, table, columns, rows):
+            return
+        # executemany reuses one prepared statement.
         sql = _INSERTS.get((table, tuple(columns)))
         if sql is None:
             sql = _INSERTS[(table, tuple(columns))] = (
