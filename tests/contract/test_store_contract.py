@@ -164,6 +164,24 @@ def test_bulk_submit_stores_each_task_as_given(svc: Harness) -> None:
     assert [e.kind for e in events] == ["created"]
 
 
+def test_bulk_records_equal_lone_submits(svc: Harness) -> None:
+    """A batch builds later tasks of one shape from the first one's record: each must
+    equal the record a lone submit of the same spec makes."""
+    specs = [
+        *(spec("research", description="x" * (10 * i), title=None) for i in range(4)),
+        *(spec(input={"n": i}, tags=[f"t{i}"], metadata={"i": i}) for i in range(4)),
+        *(spec("t.cached", input={"n": i}) for i in range(3)),
+        spec(input={"n": 9}, priority="high", capabilities=["gpu"], queue="q2"),
+        spec(input={"n": 9}, max_retries=0, timeout_s=2.0),
+    ]
+    batch = svc(svc.service.submit_many(specs))
+    skip = {"id", "waiting_on", "cache_key"}
+    for made, s in zip(batch, specs, strict=True):
+        alone = svc(svc.service.submit(s))
+        assert made.model_dump(exclude=skip) == alone.model_dump(exclude=skip), s
+        assert made is batch[0] or made.capabilities is not batch[0].capabilities
+
+
 # --------------------------------------------------------------------------- claims
 
 

@@ -153,6 +153,10 @@ class QueueService:
         if now - self._estimates_at > _ESTIMATE_REFRESH_S:
             self._estimates_at = now
             self._estimates = await self.store.mean_durations()
+        return self._estimate_now(tt, spec)
+
+    def _estimate_now(self, tt: TaskType, spec: TaskSpec) -> float:
+        """:meth:`_estimate` from the history read last."""
         if tt.name in self._estimates:
             return round(self._estimates[tt.name], 3)
         if spec.complexity is not None:
@@ -164,8 +168,9 @@ class QueueService:
         return round(60.0 + 0.5 * text, 1)
 
     def _validated_input(self, tt: TaskType, spec: TaskSpec) -> Any:
-        validate_json_size(spec.input, self.settings.max_input_bytes, "input")
-        if find_refs(spec.input):
+        text = validate_json_size(spec.input, self.settings.max_input_bytes, "input")
+        # Only an input whose JSON holds a "$ref" key can reference a sibling.
+        if b'"$ref"' in text and find_refs(spec.input):
             # Workflow inputs referencing upstream results are checked once resolved.
             if not isinstance(spec.input, dict):
                 raise InvalidInput("input must be a JSON object", field="input")
@@ -236,6 +241,35 @@ class QueueService:
             "cancel_requested": False, "pause_requested": False,
         })  # fmt: skip
 
+    def _template(self, task: Task) -> dict[str, Any] | None:
+        """The values a task shares with others of its shape, or None when its record
+        depends on its input beyond the input itself (a result cache key, a limit key) or
+        holds state of its own (a review)."""
+        v = task.__dict__
+        if v["cache_key"] is not None or v["limit_key"] is not None or v["review"] is not None:
+            return None
+        if v["type"] in self._limits or v["cache_ttl_s"]:
+            return None
+        return dict(v)
+
+    def _from_template(self, template: dict[str, Any], spec: TaskSpec) -> Task:
+        """A plain task's record: its template with the task's own values.
+
+        Every field that :func:`_shape` leaves out of the key is set here; the template's
+        mutable values are copied, since records are updated in place until stored."""
+        tt = self.registry.get(spec.type)
+        values = dict(template)
+        values.update(
+            id=new_id(), input=self._validated_input(tt, spec),
+            title=spec.title or _default_title(spec), description=spec.description,
+            instructions=spec.instructions, tags=spec.tags, metadata=spec.metadata,
+            idempotency_key=spec.idempotency_key, ref=spec.ref, resources=spec.resources,
+            estimated_duration_s=self._estimate_now(tt, spec),
+            capabilities=list(template["capabilities"]), depends_on=[], children=[],
+            checkpoints=[], artifacts=[], errors=[],
+        )  # fmt: skip
+        return Task.from_trusted(values)
+
     # ------------------------------------------------------------------ submit
     async def submit(self, spec: TaskSpec, owner: str | None = None) -> Task:
         """Create one task (durable once this returns)."""
@@ -257,9 +291,21 @@ class QueueService:
         now = self.clock.now()
         await self._refresh_flow()
         tasks = []
+        # Tasks of one batch mostly differ only in their input and texts: the record of the
+        # first task of each shape serves as the template of the others (see _from_template).
+        templates: dict[tuple[Any, ...], dict[str, Any] | None] = {}
         for i, spec in enumerate(specs):
             try:
-                tasks.append(await self._build(spec, owner, now))
+                shape = _shape(spec)
+                template = templates.get(shape, _NO_TEMPLATE) if shape is not None else None
+                if template is _NO_TEMPLATE:
+                    task = await self._build(spec, owner, now)
+                    templates[shape] = self._template(task)  # type: ignore[index]
+                elif template is not None:
+                    task = self._from_template(template, spec)
+                else:
+                    task = await self._build(spec, owner, now)
+                tasks.append(task)
             except InvalidInput as exc:
                 if len(specs) > 1:
                     exc.message = f"task #{i}: {exc.message}"
@@ -705,6 +751,24 @@ class QueueService:
                 log.warning("maintenance pass failed; retrying", exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
+
+
+_NO_TEMPLATE: dict[str, Any] = {}
+
+
+def _shape(spec: TaskSpec) -> tuple[Any, ...] | None:
+    """What a plain task's record derives from besides its own input, texts, tags, metadata
+    and keys (None for a task that needs the full build: dependencies, teams, reviews,
+    resources). Objects count by identity: equal ones in separate objects only cost a
+    second template."""
+    if spec.depends_on or spec.team is not None or spec.review is not None or spec.resources:
+        return None
+    return (
+        spec.type, spec.queue, spec.owner, id(spec.requester), spec.priority,
+        tuple(spec.capabilities) if spec.capabilities else (), spec.agent_id, spec.max_retries,
+        id(spec.retry), spec.timeout_s, spec.run_at, spec.deadline, spec.cache_ttl_s,
+        spec.complexity,
+    )  # fmt: skip
 
 
 def _default_title(spec: TaskSpec) -> str | None:

@@ -30,6 +30,7 @@ def new_id() -> str:
     # Uniqueness comes from the clock and counter; the random tail separates processes, so
     # the module PRNG (seeded from the OS and reseeded after fork) is enough: no syscall.
     rand = random.getrandbits(62)
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # 48-bit ms | version 7 | 12-bit counter | variant 0b10 | 62 random bits, as hex groups.
+    return "%08x-%04x-%04x-%04x-%012x" % (  # noqa: UP031 (one formatting step, no slicing)
+        ms >> 16, ms & 0xFFFF, 0x7000 | counter, 0x8000 | (rand >> 48), rand & 0xFFFFFFFFFFFF
+    )  # fmt: skip

@@ -262,12 +262,13 @@ def effective_priority(
     return min(10, priority + int(max(waited_s, 0) // aging_interval_s))
 
 
-def validate_json_size(value: Any, limit_bytes: int, field: str) -> None:
-    """Refuse JSON values bigger than ``limit_bytes`` once serialised."""
+def validate_json_size(value: Any, limit_bytes: int, field: str) -> bytes:
+    """Refuse JSON values bigger than ``limit_bytes`` once serialised; returns the JSON."""
     import orjson
 
     try:
-        size = len(orjson.dumps(value))
+        text = orjson.dumps(value)
+        size = len(text)
     except TypeError as exc:
         raise InvalidInput(f"{field} is not JSON-serialisable: {exc}", field=field) from None
     if size > limit_bytes:
@@ -277,3 +278,4 @@ def validate_json_size(value: Any, limit_bytes: int, field: str) -> None:
             f"{field} is {size} bytes; the limit is {limit_bytes}",
             details={"field": field, "size": size, "limit": limit_bytes},
         )
+    return text
