@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from offload.client.factory import connect
-from offload.domain.models import AgentRegistration, ClaimRequest
+from offload.domain.models import AgentRegistration, ClaimRequest, TaskSpec
 from offload.storage.postgres.store import PostgresStore
 from tests.pgcluster import PgCluster
 
@@ -80,7 +80,9 @@ def test_a_bad_prepare_option_is_refused_with_the_fix(pg_url: str) -> None:
 
 
 def test_round_trips_per_operation(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The counts docs/deploy.md promises: submit 1, claim 1, complete 2, read 1."""
+    """The counts docs/deploy.md promises: submit 1, claim 1, complete 1, read 1. A task
+    that others depend on costs the one-trip attempt plus the full completion, which
+    resolves its dependents in the same transaction (8 statements today)."""
     import psycopg
 
     from offload.domain.models import Completion
@@ -116,9 +118,28 @@ def test_round_trips_per_operation(pg_url: str, monkeypatch: pytest.MonkeyPatch)
                 sent.clear()
                 await client.get(task.id)
                 counts["read"] = len(sent)
+            # A task with a dependent: the one-trip completion skips it, the full one runs.
+            upstream = await client.submit("util.echo", {"n": 2})
+            after = await client.submit_many(
+                [TaskSpec(type="util.echo", input={"n": 3}, depends_on=[upstream.id])]
+            )
+            (claimed,) = await client.claim(req)
+            assert claimed.id == upstream.id and claimed.lease is not None
+            sent.clear()
+            (ack,) = await client.complete(
+                [Completion(task_id=upstream.id, lease_id=claimed.lease.id, result={"n": 2})]
+            )
+            counts["complete_with_dependent"] = len(sent)
+            assert ack.ok and (await client.get(after[0].id)).status.value == "queued"
+            (stale,) = await client.complete(
+                [Completion(task_id=upstream.id, lease_id=claimed.lease.id, result={"n": 2})]
+            )
+            assert not stale.ok and stale.code == "stale_lease"
         finally:
             await client.close()
         return counts
 
     monkeypatch.setattr(psycopg.ClientCursor, "execute", counting)
-    assert asyncio.run(scenario()) == {"submit": 1, "claim": 1, "complete": 2, "read": 1}
+    assert asyncio.run(scenario()) == {
+        "submit": 1, "claim": 1, "complete": 1, "read": 1, "complete_with_dependent": 9
+    }  # fmt: skip

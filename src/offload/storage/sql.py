@@ -175,6 +175,12 @@ class Dialect:
         where the backend cannot (the completion then appends them from Python)."""
         return None
 
+    def complete_commit_statement(self, update: str) -> str | None:
+        """Like :meth:`complete_statement`, made to also announce the change, for a
+        completion sent with its COMMIT (one round trip): None where nothing is saved so
+        (an embedded database)."""
+        return None
+
     def lease_statement(self, set_sql: str, n_ids: int) -> str | None:
         """Like :meth:`claim_statement` for ``n_ids`` tasks picked already (their ids are
         parameters after the SET's)."""
@@ -897,7 +903,59 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
     # ------------------------------------------------------------------ outcomes
     async def complete(self, items: Sequence[Completion], now: float) -> list[Ack]:
         """Successful attempts, batched."""
-        return await self._run(self._write, self._complete, list(items), now)
+        items = list(items)
+        if self.d.complete_commit_statement("") is None:
+            return await self._run(self._write, self._complete, items, now)
+        # Client/server: first the completions that need nothing but their own row (no
+        # dependents, parent, review or cache entry), sent with COMMIT in one round trip;
+        # then the rest, if any, the full way. Each acknowledgement follows its own commit.
+        acks = await self._run(self._write, self._complete_plain, items, now)
+        rest = [c for c in items if c.task_id not in acks]
+        if rest:
+            for ack in await self._run(self._write, self._complete, rest, now):
+                acks[ack.task_id] = ack
+        return [acks[c.task_id] for c in items]
+
+    def _completion_update(self, rows: int, where: str = "") -> str:
+        # A task that requires review (stored `review` non-NULL) goes to `reviewing`,
+        # keeping its result; it is not finished until a reviewer approves.
+        return (
+            "UPDATE tasks SET status = CASE WHEN tasks.review IS NULL THEN 'completed' "
+            "ELSE 'reviewing' END, result = c.column3, error = NULL, "
+            "progress = 100, finished_at = CASE WHEN tasks.review IS NULL THEN ? END, "
+            "actual_duration_s = ? - started_at, "
+            "updated_at = ?, lease_id = NULL, lease_expires_at = NULL "
+            f"FROM {self.d.values(rows, 3)} "
+            f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
+            f"AND tasks.status IN {_LEASED_SQL}{where} "
+            "RETURNING tasks.id, tasks.parent_id, tasks.n_dependents, tasks.lease_holder, "
+            "tasks.attempt, tasks.review, tasks.type, tasks.cache_key, tasks.cache_ttl_s"
+        )
+
+    def _complete_plain(self, cur: Cursor, items: list[Completion], now: float) -> dict[str, Ack]:
+        """Complete the tasks of ``items`` that need no follow-up, committing in the same
+        statement; acknowledgements by task id (the others are left for :meth:`_complete`).
+
+        The conditions are checked under the UPDATE's row locks, so a dependent inserted
+        concurrently either raised ``n_dependents`` first (and this skips the task) or
+        sees it completed."""
+        values: list[Any] = []
+        for c in items:
+            try:
+                values += (c.task_id, c.lease_id, dumps(c.result) if c.result is not None else None)
+            except TypeError:
+                continue  # refused with its reason by the full path
+        if not values:
+            return {}
+        update = self._completion_update(
+            len(values) // 3,
+            " AND tasks.review IS NULL AND tasks.cache_key IS NULL "
+            "AND tasks.n_dependents = 0 AND tasks.parent_id IS NULL",
+        )
+        whole = self.d.complete_commit_statement(update)
+        assert whole is not None
+        rows = cur.finish(whole, (now, now, now, *values, now)).fetchall()
+        return {r["id"]: Ack(task_id=r["id"], ok=True, status=Status.COMPLETED) for r in rows}
 
     def _complete(self, cur: Cursor, items: list[Completion], now: float) -> list[Ack]:
         values: list[Any] = []
@@ -919,20 +977,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         # One fenced UPDATE per chunk (SQLite caps bound parameters at 32,766).
         for start in range(0, len(values), 900):
             chunk = values[start : start + 900]
-            # A task that requires review (stored `review` non-NULL) goes to `reviewing`,
-            # keeping its result; it is not finished until a reviewer approves.
-            update = (
-                "UPDATE tasks SET status = CASE WHEN tasks.review IS NULL THEN 'completed' "
-                "ELSE 'reviewing' END, result = c.column3, error = NULL, "
-                "progress = 100, finished_at = CASE WHEN tasks.review IS NULL THEN ? END, "
-                "actual_duration_s = ? - started_at, "
-                "updated_at = ?, lease_id = NULL, lease_expires_at = NULL "
-                f"FROM {self.d.values(len(chunk) // 3, 3)} "
-                f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
-                f"AND tasks.status IN {_LEASED_SQL} "
-                "RETURNING tasks.id, tasks.parent_id, tasks.n_dependents, tasks.lease_holder, "
-                "tasks.attempt, tasks.review, tasks.type, tasks.cache_key, tasks.cache_ttl_s"
-            )
+            update = self._completion_update(len(chunk) // 3)
             whole = self.d.complete_statement(update)
             rows = cur.execute(
                 whole or update, (now, now, now, *chunk, *((now,) if whole else ()))

@@ -55,6 +55,20 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 CHANNEL = "offload_tasks"
 #: The NOTIFY payload flag of each kind of change (migration 0011).
 _FLAGS: dict[ChangeKind, str] = {"any": "", "work": "w", "done": "d"}
+
+
+def _flags_of(kinds: Iterable[str], flags: str = "") -> str:
+    """The NOTIFY payload for events of these kinds (added to ``flags``): 'w' when work may
+    have become claimable, 'd' when a task may have finished; "-" when events were appended
+    that neither workers nor result waiters care about (live streams still do)."""
+    for kind in kinds:
+        if "w" not in flags and kind not in _QUIET:
+            flags += "w"
+        if "d" not in flags and kind not in _NOT_FINISHING:
+            flags += "d"
+    return flags or "-"
+
+
 #: Events that make no work claimable: a claim and an attempt's own reports.
 _QUIET = frozenset({"claimed", "progress", "log", "checkpoint", "artifact"})
 #: Events that finish no task: those, and a task's creation.
@@ -102,6 +116,18 @@ class PgDialect(Dialect):
             "data) SELECT id, ?, 'completed', lease_holder, "
             "json_build_object('attempt', attempt)::text FROM u WHERE review IS NULL) "
             "SELECT * FROM u"
+        )
+
+    def complete_commit_statement(self, update: str) -> str:
+        # As complete_statement, announcing the change when anything completed ('w': a
+        # completion may free capacity under a limit; 'd': a task finished).
+        return (
+            f"WITH u AS ({update}), e AS (INSERT INTO task_events (task_id, at, kind, actor, "
+            "data) SELECT id, ?, 'completed', lease_holder, "
+            "json_build_object('attempt', attempt)::text FROM u WHERE review IS NULL), "
+            f"n AS (SELECT pg_notify('{CHANNEL}', '{_flags_of(('completed',))}') "
+            "FROM (SELECT 1 FROM u LIMIT 1) AS one) "
+            "SELECT u.id FROM u LEFT JOIN n ON true"
         )
 
     def claim_statement(self, pick: str, set_sql: str) -> str:
@@ -232,17 +258,9 @@ class _Cursor:
 
     def appended(self, kinds: Iterable[str]) -> None:
         """Note what kind of change the transaction's events make (see :meth:`announce`)."""
-        flags = self._flags
-        seen = False
-        for kind in kinds:
-            seen = True
-            if "w" not in flags and kind not in _QUIET:
-                flags += "w"
-            if "d" not in flags and kind not in _NOT_FINISHING:
-                flags += "d"
-        # "-": events were appended, but none that workers or result waiters care about.
-        if seen:
-            self._flags = flags or "-"
+        kinds = tuple(kinds)
+        if kinds:
+            self._flags = _flags_of(kinds, self._flags)
 
     def announce(self) -> None:
         """Before COMMIT: one NOTIFY saying what changed (delivered only if it commits)."""
