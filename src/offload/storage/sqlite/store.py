@@ -77,14 +77,18 @@ def _insert_columnar(
     shared: list[Any] = []
     varying: list[int] = []
     for i, values in enumerate(zip(*rows, strict=True)):
-        kinds = set(map(type, values))
-        if not kinds <= _JSON_EXACT:
-            return False
         first = values[0]
-        if len(kinds) == 1 and values.count(first) == len(values):
+        # Equal values of one type are bound once (1, 1.0 and True are equal: check types
+        # only for numbers, where that can happen).
+        if values.count(first) == len(values) and (
+            type(first) is str or first is None or len(set(map(type, values))) == 1
+        ):
             exprs.append("?")
             shared.append(first)
             continue
+        kinds = set(map(type, values))
+        if not kinds <= _JSON_EXACT:
+            return False
         if float in kinds and not all(math.isfinite(v) for v in values if type(v) is float):
             return False
         exprs.append(f"j.value ->> {len(varying)}")
