@@ -143,3 +143,38 @@ def test_round_trips_per_operation(pg_url: str, monkeypatch: pytest.MonkeyPatch)
     assert asyncio.run(scenario()) == {
         "submit": 1, "claim": 1, "complete": 1, "read": 1, "complete_with_dependent": 9
     }  # fmt: skip
+
+
+def test_dependent_submitted_while_its_upstream_completes_is_not_stranded(pg_url: str) -> None:
+    """A dependent inserted in the instant its upstream completes: the insert reads the
+    upstream under a row lock, so either the completion sees the new dependent (and
+    releases it) or the insert sees the completion. Without the lock, a dependent could
+    stay blocked on a task that had already completed."""
+    from offload.domain.models import Completion
+
+    async def scenario() -> list[str]:
+        worker = await connect(database_url=pg_url)
+        submitter = await connect(database_url=pg_url)  # its own pool: truly concurrent
+        stranded: list[str] = []
+        try:
+            agent = await worker.register_agent(AgentRegistration(name="w", capabilities={}))
+            req = ClaimRequest(agent_id=agent.id, capabilities=[], types=["util.echo"], max=1)
+            for i in range(60):
+                up = await worker.submit("util.echo", {"i": i})
+                (claimed,) = await worker.claim(req)
+                assert claimed.lease is not None
+                done = Completion(task_id=up.id, lease_id=claimed.lease.id, result={"i": i})
+                # Dependents of another type, so the claims above never pick them up.
+                later = TaskSpec(type="util.sleep", input={"seconds": 0}, depends_on=[up.id])
+                (ack,), (down,) = await asyncio.gather(
+                    worker.complete([done]), submitter.submit_many([later])
+                )
+                assert ack.ok
+                if (await submitter.get(down.id)).status.value == "blocked":
+                    stranded.append(down.id)
+        finally:
+            await worker.close()
+            await submitter.close()
+        return stranded
+
+    assert asyncio.run(scenario()) == []

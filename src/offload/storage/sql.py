@@ -461,8 +461,13 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                     )
                 state = edge_state(d.on, d.when, upstream.status, upstream.result)
             else:
+                # Locked: a completion running now either waits and then sees this
+                # dependent (n_dependents, raised below) or has committed and is seen here.
+                # Read unlocked, the upstream could complete in between, unaware of the
+                # dependent, which would then wait for it forever.
                 row = cur.execute(
-                    "SELECT status, owner, result FROM tasks WHERE id = ?", (d.task_id,)
+                    f"SELECT status, owner, result FROM tasks WHERE id = ?{self.d.for_update}",
+                    (d.task_id,),
                 ).fetchone()
                 if row is None or (row["owner"] or None) != (t.owner or None):
                     raise DependencyError(
