@@ -178,3 +178,51 @@ def test_dependent_submitted_while_its_upstream_completes_is_not_stranded(pg_url
         return stranded
 
     assert asyncio.run(scenario()) == []
+
+
+def test_concurrent_submits_with_one_idempotency_key_make_one_task(pg_url: str) -> None:
+    """Two submits racing with the same idempotency key (a client retrying while its first
+    request is still in flight) both get the one task, not a constraint error."""
+
+    async def scenario() -> list[tuple[str, str]]:
+        a = await connect(database_url=pg_url)
+        b = await connect(database_url=pg_url)  # its own pool: truly concurrent
+        try:
+            pairs = []
+            for i in range(30):
+                spec = TaskSpec(type="util.echo", input={"i": i}, idempotency_key=f"k{i}")
+                (x,), (y,) = await asyncio.gather(a.submit_many([spec]), b.submit_many([spec]))
+                pairs.append((x.id, y.id))
+            assert (await a.list(limit=0)).total == 30
+            return pairs
+        finally:
+            await a.close()
+            await b.close()
+
+    assert all(x == y for x, y in asyncio.run(scenario()))
+
+
+def test_concurrent_schedules_with_one_name_make_one_and_a_conflict(pg_url: str) -> None:
+    """Two schedules created at once with one name: one is made, the other is refused
+    with the same Conflict a second, later create gets, not a database error."""
+    from offload.domain.errors import Conflict
+    from offload.domain.schedules import ScheduleSpec
+
+    async def scenario() -> None:
+        a = await connect(database_url=pg_url)
+        b = await connect(database_url=pg_url)  # its own pool: truly concurrent
+        try:
+            for i in range(10):
+                spec = ScheduleSpec(
+                    name=f"nightly-{i}", every_s=3600, task=TaskSpec(type="util.echo")
+                )
+                made = await asyncio.gather(
+                    a.create_schedule(spec), b.create_schedule(spec), return_exceptions=True
+                )
+                assert sorted(type(m).__name__ for m in made) == ["Conflict", "Schedule"], made
+                assert any(isinstance(m, Conflict) for m in made)
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())

@@ -78,6 +78,9 @@ MIGRATION_LOCK = 0x0FF10AD
 #: This process's idea of a connection's prepared statements was wrong (a pooler reset
 #: the session, say): they are dropped and the transaction runs again.
 _PREPARED_MISMATCH = (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement)
+#: Unique indexes whose rows a transaction looks up before it inserts: losing a race on one
+#: means running the transaction again, which then sees the winner's row.
+_CHECKED_FIRST = frozenset({"tasks_idempotency", "schedules_name"})
 _RETRYABLE = (
     psycopg.OperationalError,  # connection lost, server restarting
     pg_errors.DeadlockDetected,
@@ -500,9 +503,17 @@ class PostgresStore(SqlStore):
     ) -> R:
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.05
+        replays = 0
         while True:
             try:
                 return self._once(fn, args, head, tail)
+            except pg_errors.UniqueViolation as exc:
+                # Two submits with one idempotency key (or two schedules with one name): the
+                # other committed first, and the index made this one wait for it. Run again:
+                # the transaction then finds that row, as if it had come second.
+                if exc.diag.constraint_name not in _CHECKED_FIRST or replays >= 3:
+                    raise
+                replays += 1
             except _RETRYABLE as exc:
                 if self._closing or time.monotonic() + delay > deadline:
                     raise Unavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
