@@ -226,3 +226,38 @@ def test_concurrent_schedules_with_one_name_make_one_and_a_conflict(pg_url: str)
             await b.close()
 
     asyncio.run(scenario())
+
+
+def test_a_submit_whose_commit_reply_is_lost_returns_the_stored_tasks(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after COMMIT reached the server but before its reply: the
+    store replays the transaction, meets its own rows, and answers with what is stored,
+    not an error that would make the caller submit the same work twice."""
+    import psycopg
+
+    real = PostgresStore._once
+    dropped: list[str] = []
+
+    def once(self: PostgresStore, fn: object, *rest: object) -> object:
+        out = real(self, fn, *rest)  # type: ignore[arg-type]
+        if getattr(fn, "__name__", "") == "_insert_tasks" and not dropped:
+            dropped.append("after commit")
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return out
+
+    monkeypatch.setattr(PostgresStore, "_once", once)
+
+    async def scenario() -> tuple[list[object], int]:
+        client = await connect(database_url=pg_url)
+        try:
+            specs = [TaskSpec(type="util.echo", input={"i": i}) for i in range(3)]
+            specs.append(TaskSpec(type="util.echo", input={"i": 3}, idempotency_key="once"))
+            made = await client.submit_many(specs)
+            return [t.input for t in made], (await client.list(limit=0)).total
+        finally:
+            await client.close()
+
+    inputs, total = asyncio.run(scenario())
+    assert dropped == ["after commit"]
+    assert inputs == [{"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}] and total == 4

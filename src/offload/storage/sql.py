@@ -101,6 +101,12 @@ def insert_events(cur: Cursor, rows: Sequence[Sequence[Any]]) -> None:
 Row = dict[str, Any]
 
 
+class CommittedBefore(Exception):
+    """Raised by a backend that replays a transaction after losing its connection, when the
+    replay meets the very rows it inserts: the earlier attempt committed, and only its
+    acknowledgement was lost."""
+
+
 class Cursor(Protocol):
     """The slice of a DB-API cursor the shared logic uses; rows come back as dicts."""
 
@@ -334,7 +340,27 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
     # ------------------------------------------------------------------ insert
     async def insert_tasks(self, tasks: Sequence[Task], now: float) -> list[Task]:
         """Insert all or none (see the protocol)."""
-        return await self._run(self._write, self._insert_tasks, list(tasks), now)
+        tasks = list(tasks)
+        try:
+            return await self._run(self._write, self._insert_tasks, tasks, now)
+        except CommittedBefore:
+            # The insert landed though the connection dropped before saying so: answer
+            # with what is stored rather than an error that would make the caller submit
+            # the same work again.
+            return await self._run(self._read, self._stored, tasks)
+
+    def _stored(self, cur: Cursor, tasks: list[Task]) -> list[Task]:
+        """The stored records of an insert that committed (idempotent ones by their key)."""
+        out = []
+        for t in tasks:
+            task_id = t.id
+            if t.idempotency_key is not None:
+                task_id = cur.execute(
+                    "SELECT id FROM tasks WHERE coalesce(owner, '') = ? AND idempotency_key = ?",
+                    (t.owner or "", t.idempotency_key),
+                ).scalar()
+            out.append(self._task(cur, task_id))
+        return out
 
     def _insert_tasks(self, cur: Cursor, tasks: list[Task], now: float) -> list[Task]:
         out: list[Task] = []

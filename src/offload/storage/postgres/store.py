@@ -34,7 +34,7 @@ from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
 from offload.domain.status import Status
 from offload.ports.store import CHANGE_KINDS, ChangeKind
 from offload.storage.rows import dumps
-from offload.storage.sql import Cursor, Dialect, Row, SqlStore
+from offload.storage.sql import CommittedBefore, Cursor, Dialect, Row, SqlStore
 
 try:
     import psycopg
@@ -504,10 +504,13 @@ class PostgresStore(SqlStore):
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.05
         replays = 0
+        lost = False  # a connection dropped: an earlier attempt may have committed
         while True:
             try:
                 return self._once(fn, args, head, tail)
             except pg_errors.UniqueViolation as exc:
+                if lost and exc.diag.constraint_name == "tasks_pkey":
+                    raise CommittedBefore from exc
                 # Two submits with one idempotency key (or two schedules with one name): the
                 # other committed first, and the index made this one wait for it. Run again:
                 # the transaction then finds that row, as if it had come second.
@@ -515,6 +518,10 @@ class PostgresStore(SqlStore):
                     raise
                 replays += 1
             except _RETRYABLE as exc:
+                lost = lost or (
+                    isinstance(exc, psycopg.OperationalError)
+                    and not isinstance(exc, pg_errors.TransactionRollback)
+                )
                 if self._closing or time.monotonic() + delay > deadline:
                     raise Unavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
                 log.warning("database error, retrying in %.2fs: %s", delay, exc)
