@@ -261,3 +261,36 @@ def test_a_submit_whose_commit_reply_is_lost_returns_the_stored_tasks(
     inputs, total = asyncio.run(scenario())
     assert dropped == ["after commit"]
     assert inputs == [{"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}] and total == 4
+
+
+def test_racing_submits_on_shared_upstreams_do_not_deadlock(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two batches whose tasks depend on the same existing tasks, listed in opposite orders:
+    the upstream rows are locked in id order, so neither waits for the other in a cycle
+    (PostgreSQL would detect the deadlock after a second and one batch would be retried)."""
+
+    async def scenario() -> None:
+        a = await connect(database_url=pg_url)
+        b = await connect(database_url=pg_url)  # its own pool: truly concurrent
+        try:
+            made = await a.submit_many(
+                [TaskSpec(type="util.echo", input={"u": i}) for i in range(8)]
+            )
+            ups = [t.id for t in made]
+            for _ in range(5):
+                one, other = (
+                    [
+                        TaskSpec(type="util.sleep", input={"seconds": 0}, depends_on=[u])
+                        for u in order
+                    ]
+                    for order in (ups, ups[::-1])
+                )
+                await asyncio.gather(a.submit_many(one), b.submit_many(other))
+        finally:
+            await a.close()
+            await b.close()
+
+    with caplog.at_level("WARNING", logger="offload"):
+        asyncio.run(scenario())
+    assert not [r for r in caplog.records if "deadlock" in r.getMessage()]

@@ -371,6 +371,15 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         memo: dict[Any, str] = {}
         created_data: dict[tuple[Status, str, bool], str] = {}
         batch_keys: Counter[str] = Counter()
+        upstream = sorted({d.task_id for t in tasks for d in t.depends_on} - {t.id for t in tasks})
+        if upstream and self.d.for_update:
+            # Lock the existing upstream rows (read below) in id order, as completions lock
+            # theirs: concurrent submits and completions then rarely deadlock.
+            marks = ", ".join("?" * len(upstream))
+            cur.execute(
+                f"SELECT id FROM tasks WHERE id IN ({marks}) ORDER BY id{self.d.for_update}",
+                upstream,
+            )
         for given in tasks:
             t = given
             if t.idempotency_key is not None:
@@ -971,7 +980,10 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         concurrently either raised ``n_dependents`` first (and this skips the task) or
         sees it completed."""
         values: list[Any] = []
-        for c in items:
+        # In id order, the order a submit locks upstream rows in (see _insert_tasks): two
+        # transactions locking the same rows then rarely wait for each other (a deadlock
+        # is retried, but costs PostgreSQL's deadlock_timeout first).
+        for c in sorted(items, key=lambda c: c.task_id):
             try:
                 values += (c.task_id, c.lease_id, dumps(c.result) if c.result is not None else None)
             except TypeError:
@@ -991,7 +1003,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
     def _complete(self, cur: Cursor, items: list[Completion], now: float) -> list[Ack]:
         values: list[Any] = []
         refused: dict[str, Ack] = {}
-        for c in items:
+        for c in sorted(items, key=lambda c: c.task_id):
             try:
                 result = dumps(c.result) if c.result is not None else None
             except TypeError as exc:
