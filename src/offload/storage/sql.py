@@ -1256,9 +1256,11 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         status = Status(up["status"])
         result = loads(up["result"])
         newly_terminal: list[str] = []
+        # Dependents are locked below in id order, the order every transaction locks
+        # several tasks in: two upstreams finishing at once never wait for each other.
         edges = cur.execute(
             "SELECT task_id, on_status, cond FROM task_deps "
-            "WHERE depends_on_id = ? AND state = 'wait'",
+            "WHERE depends_on_id = ? AND state = 'wait' ORDER BY task_id",
             (up["id"],),
         ).fetchall()
         for e in edges:
