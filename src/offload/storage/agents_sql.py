@@ -447,8 +447,11 @@ class AgentsSql(BackendHooks):
         """Record (or replace) an agent's bid while the task's auction is open."""
 
         def w(cur: Any) -> Bid:
+            # Locked: a close running now waits for this bid and then counts it; read
+            # unlocked, a bid accepted in the instant of closing was never considered.
             row = cur.execute(
-                "SELECT closes_at, closed FROM auctions WHERE task_id = ?", (task_id,)
+                f"SELECT closes_at, closed FROM auctions WHERE task_id = ?{self.d.for_update}",
+                (task_id,),
             ).fetchone()
             if row is None:
                 if cur.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
