@@ -5,9 +5,12 @@ Each test failed before the fix it guards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
+from offload.client.base import Client
 from offload.client.factory import connect
 from offload.domain.models import AgentRegistration, ClaimRequest, TaskSpec
 from offload.storage.postgres.store import PostgresStore
@@ -19,6 +22,20 @@ def pg_url(pg_server: PgCluster) -> str:
     return pg_server.new_database()
 
 
+@contextlib.asynccontextmanager
+async def _two_clients(pg_url: str) -> AsyncIterator[tuple[Client, Client]]:
+    """Two clients, each with its own connection pool: their transactions truly overlap."""
+    a = await connect(database_url=pg_url)
+    try:
+        b = await connect(database_url=pg_url)
+        try:
+            yield a, b
+        finally:
+            await b.close()
+    finally:
+        await a.close()
+
+
 def test_dependent_submitted_while_its_upstream_completes_is_not_stranded(pg_url: str) -> None:
     """A dependent inserted in the instant its upstream completes: the insert reads the
     upstream under a row lock, so either the completion sees the new dependent (and
@@ -27,10 +44,8 @@ def test_dependent_submitted_while_its_upstream_completes_is_not_stranded(pg_url
     from offload.domain.models import Completion
 
     async def scenario() -> list[str]:
-        worker = await connect(database_url=pg_url)
-        submitter = await connect(database_url=pg_url)  # its own pool: truly concurrent
         stranded: list[str] = []
-        try:
+        async with _two_clients(pg_url) as (worker, submitter):
             agent = await worker.register_agent(AgentRegistration(name="w", capabilities={}))
             req = ClaimRequest(agent_id=agent.id, capabilities=[], types=["util.echo"], max=1)
             for i in range(60):
@@ -46,9 +61,6 @@ def test_dependent_submitted_while_its_upstream_completes_is_not_stranded(pg_url
                 assert ack.ok
                 if (await submitter.get(down.id)).status.value == "blocked":
                     stranded.append(down.id)
-        finally:
-            await worker.close()
-            await submitter.close()
         return stranded
 
     assert asyncio.run(scenario()) == []
@@ -59,9 +71,7 @@ def test_concurrent_submits_with_one_idempotency_key_make_one_task(pg_url: str) 
     request is still in flight) both get the one task, not a constraint error."""
 
     async def scenario() -> list[tuple[str, str]]:
-        a = await connect(database_url=pg_url)
-        b = await connect(database_url=pg_url)  # its own pool: truly concurrent
-        try:
+        async with _two_clients(pg_url) as (a, b):
             pairs = []
             for i in range(30):
                 spec = TaskSpec(type="util.echo", input={"i": i}, idempotency_key=f"k{i}")
@@ -69,9 +79,6 @@ def test_concurrent_submits_with_one_idempotency_key_make_one_task(pg_url: str) 
                 pairs.append((x.id, y.id))
             assert (await a.list(limit=0)).total == 30
             return pairs
-        finally:
-            await a.close()
-            await b.close()
 
     assert all(x == y for x, y in asyncio.run(scenario()))
 
@@ -83,9 +90,7 @@ def test_concurrent_schedules_with_one_name_make_one_and_a_conflict(pg_url: str)
     from offload.domain.schedules import ScheduleSpec
 
     async def scenario() -> None:
-        a = await connect(database_url=pg_url)
-        b = await connect(database_url=pg_url)  # its own pool: truly concurrent
-        try:
+        async with _two_clients(pg_url) as (a, b):
             for i in range(10):
                 spec = ScheduleSpec(
                     name=f"nightly-{i}", every_s=3600, task=TaskSpec(type="util.echo")
@@ -95,9 +100,6 @@ def test_concurrent_schedules_with_one_name_make_one_and_a_conflict(pg_url: str)
                 )
                 assert sorted(type(m).__name__ for m in made) == ["Conflict", "Schedule"], made
                 assert any(isinstance(m, Conflict) for m in made)
-        finally:
-            await a.close()
-            await b.close()
 
     asyncio.run(scenario())
 
@@ -145,9 +147,7 @@ def test_racing_submits_on_shared_upstreams_do_not_deadlock(
     (PostgreSQL would detect the deadlock after a second and one batch would be retried)."""
 
     async def scenario() -> None:
-        a = await connect(database_url=pg_url)
-        b = await connect(database_url=pg_url)  # its own pool: truly concurrent
-        try:
+        async with _two_clients(pg_url) as (a, b):
             made = await a.submit_many(
                 [TaskSpec(type="util.echo", input={"u": i}) for i in range(8)]
             )
@@ -161,9 +161,6 @@ def test_racing_submits_on_shared_upstreams_do_not_deadlock(
                     for order in (ups, ups[::-1])
                 )
                 await asyncio.gather(a.submit_many(one), b.submit_many(other))
-        finally:
-            await a.close()
-            await b.close()
 
     with caplog.at_level("WARNING", logger="offload"):
         asyncio.run(scenario())
@@ -176,10 +173,8 @@ def test_a_bid_accepted_while_its_auction_closes_is_counted(pg_url: str) -> None
     from offload.domain.agents import BidSpec
 
     async def scenario() -> list[str]:
-        a = await connect(database_url=pg_url)
-        b = await connect(database_url=pg_url)  # its own pool: truly concurrent
         ignored: list[str] = []
-        try:
+        async with _two_clients(pg_url) as (a, b):
             agent = await a.register_agent(AgentRegistration(name="bidder", capabilities={}))
             for i in range(30):
                 task = await a.submit("util.echo", {"i": i})
@@ -192,9 +187,6 @@ def test_a_bid_accepted_while_its_auction_closes_is_counted(pg_url: str) -> None
                 )
                 if not isinstance(placed, BaseException) and bids == []:
                     ignored.append(task.id)
-        finally:
-            await a.close()
-            await b.close()
         return ignored
 
     assert asyncio.run(scenario()) == []

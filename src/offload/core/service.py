@@ -243,12 +243,10 @@ class QueueService:
 
     def _template(self, task: Task) -> dict[str, Any] | None:
         """The values a task shares with others of its shape, or None when its record
-        depends on its input beyond the input itself (a result cache key, a limit key) or
-        holds state of its own (a review)."""
+        depends on its input beyond the input itself (a result cache key where its type
+        caches, a limit key where its type is limited) or holds state of its own (a review)."""
         v = task.__dict__
-        if v["cache_key"] is not None or v["limit_key"] is not None or v["review"] is not None:
-            return None
-        if v["type"] in self._limits or v["cache_ttl_s"]:
+        if v["review"] is not None or v["cache_ttl_s"] or v["type"] in self._limits:
             return None
         return dict(v)
 
@@ -297,14 +295,13 @@ class QueueService:
         for i, spec in enumerate(specs):
             try:
                 shape = _shape(spec)
-                template = templates.get(shape, _NO_TEMPLATE) if shape is not None else None
-                if template is _NO_TEMPLATE:
-                    task = await self._build(spec, owner, now)
-                    templates[shape] = self._template(task)  # type: ignore[index]
-                elif template is not None:
+                template = templates.get(shape) if shape is not None else None
+                if template is not None:
                     task = self._from_template(template, spec)
                 else:
                     task = await self._build(spec, owner, now)
+                    if shape is not None and shape not in templates:
+                        templates[shape] = self._template(task)
                 tasks.append(task)
             except InvalidInput as exc:
                 if len(specs) > 1:
@@ -751,9 +748,6 @@ class QueueService:
                 log.warning("maintenance pass failed; retrying", exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
-
-
-_NO_TEMPLATE: dict[str, Any] = {}
 
 
 def _shape(spec: TaskSpec) -> tuple[Any, ...] | None:

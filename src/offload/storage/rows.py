@@ -71,7 +71,7 @@ def caps_key(capabilities: list[str]) -> str:
     return ",".join(sorted(set(capabilities)))
 
 
-def task_to_row(t: Task, memo: dict[Any, str] | None = None, order: float = 0.0) -> tuple[Any, ...]:
+def task_to_row(t: Task, memo: dict[Any, Any] | None = None, order: float = 0.0) -> tuple[Any, ...]:
     """Row values (in :data:`TASK_INSERT_COLUMNS` order) for a new task; ``order`` is its
     ``sort_key`` (0 for a task that is not ready). ``memo`` (one per batch) shares the
     texts of values that tasks of a batch have in common."""
@@ -82,13 +82,10 @@ def task_to_row(t: Task, memo: dict[Any, str] | None = None, order: float = 0.0)
     j = orjson.dumps
     v = t.__dict__
     caps = v["capabilities"]
-    caps_t = tuple(caps)
-    caps_json = memo.get(caps_t)
-    if caps_json is None:
-        caps_json = memo[caps_t] = j(caps).decode()
-    caps_k = memo.get(("k", caps_t))
-    if caps_k is None:
-        caps_k = memo[("k", caps_t)] = caps_key(caps)
+    caps_texts = memo.get(tuple(caps))
+    if caps_texts is None:
+        caps_texts = memo[tuple(caps)] = (j(caps).decode(), caps_key(caps))
+    caps_json, caps_k = caps_texts
     requester, retry = v["requester"], v["retry"]
     req_json = memo.get(id(requester))
     if req_json is None:

@@ -181,10 +181,14 @@ class Dialect:
         where the backend cannot (the completion then appends them from Python)."""
         return None
 
+    #: Whether plain completions go with their COMMIT in one statement (see
+    #: :meth:`complete_commit_statement`); an embedded database saves nothing so.
+    one_trip_completions = False
+
     def complete_commit_statement(self, update: str) -> str | None:
         """Like :meth:`complete_statement`, made to also announce the change, for a
-        completion sent with its COMMIT (one round trip): None where nothing is saved so
-        (an embedded database)."""
+        completion sent with its COMMIT (one round trip); None where
+        :attr:`one_trip_completions` is off."""
         return None
 
     def lease_statement(self, set_sql: str, n_ids: int) -> str | None:
@@ -368,13 +372,16 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         edge_states: dict[str, dict[str, str]] = {}
         plain_rows: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
-        memo: dict[Any, str] = {}
+        memo: dict[Any, Any] = {}
         created_data: dict[tuple[Status, str, bool], str] = {}
         batch_keys: Counter[str] = Counter()
         upstream = sorted({d.task_id for t in tasks for d in t.depends_on} - {t.id for t in tasks})
         if upstream and self.d.for_update:
-            # Lock the existing upstream rows (read below) in id order, as completions lock
-            # theirs: concurrent submits and completions then rarely deadlock.
+            # Lock the existing upstream rows before reading them: a completion running now
+            # either waits and then sees the new dependents (n_dependents, raised below) or
+            # has committed and is seen. Read unlocked, an upstream could complete in
+            # between, unaware of a dependent that would then wait for it forever. Id order,
+            # as completions lock theirs: concurrent submits and completions rarely deadlock.
             marks = ", ".join("?" * len(upstream))
             cur.execute(
                 f"SELECT id FROM tasks WHERE id IN ({marks}) ORDER BY id{self.d.for_update}",
@@ -496,13 +503,9 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                     )
                 state = edge_state(d.on, d.when, upstream.status, upstream.result)
             else:
-                # Locked: a completion running now either waits and then sees this
-                # dependent (n_dependents, raised below) or has committed and is seen here.
-                # Read unlocked, the upstream could complete in between, unaware of the
-                # dependent, which would then wait for it forever.
+                # Locked by _insert_tasks already (see there).
                 row = cur.execute(
-                    f"SELECT status, owner, result FROM tasks WHERE id = ?{self.d.for_update}",
-                    (d.task_id,),
+                    "SELECT status, owner, result FROM tasks WHERE id = ?", (d.task_id,)
                 ).fetchone()
                 if row is None or (row["owner"] or None) != (t.owner or None):
                     raise DependencyError(
@@ -944,7 +947,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
     async def complete(self, items: Sequence[Completion], now: float) -> list[Ack]:
         """Successful attempts, batched."""
         items = list(items)
-        if self.d.complete_commit_statement("") is None:
+        if not self.d.one_trip_completions:
             return await self._run(self._write, self._complete, items, now)
         # Client/server: first the completions that need nothing but their own row (no
         # dependents, parent, review or cache entry), sent with COMMIT in one round trip;
@@ -1256,8 +1259,8 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         status = Status(up["status"])
         result = loads(up["result"])
         newly_terminal: list[str] = []
-        # Dependents are locked below in id order, the order every transaction locks
-        # several tasks in: two upstreams finishing at once never wait for each other.
+        # Dependents are locked below in id order, the order submits and completions lock
+        # tasks in: two upstreams finishing at once do not wait for each other in a cycle.
         edges = cur.execute(
             "SELECT task_id, on_status, cond FROM task_deps "
             "WHERE depends_on_id = ? AND state = 'wait' ORDER BY task_id",

@@ -121,6 +121,8 @@ class PgDialect(Dialect):
             "SELECT * FROM u"
         )
 
+    one_trip_completions = True
+
     def complete_commit_statement(self, update: str) -> str:
         # As complete_statement, announcing the change when anything completed ('w': a
         # completion may free capacity under a limit; 'd': a task finished).
