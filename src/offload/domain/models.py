@@ -643,6 +643,14 @@ class Ack(_Model):
     code: str | None = None
     message: str | None = None
 
+    @classmethod
+    def accepted(cls, task_id: str, status: Status) -> Ack:
+        """An acknowledgement of an accepted outcome, built without validation: a
+        worker's batch of completions is answered with hundreds of these."""
+        return _trusted(
+            cls, {"task_id": task_id, "ok": True, "status": status, "code": None, "message": None}
+        )
+
 
 class AgentKind(StrEnum):
     """What sort of actor an agent is."""

@@ -161,6 +161,8 @@ def _models(model: type[BaseModel], text: str | None) -> list[Any]:
 _TIME_FIELDS = ("run_at", "deadline", "created_at", "updated_at", "queued_at", "started_at",
                 "finished_at")  # fmt: skip
 _STATUS = {s.value: s for s in Status}
+#: Datetimes of recently decoded timestamps (see row_to_task).
+_times: dict[float, datetime] = {}
 _COMPLEXITY = {c.value: c for c in Complexity}
 
 
@@ -214,11 +216,18 @@ def row_to_task(r: dict[str, Any], children: list[str] | None = None) -> Task:
     r.setdefault("limit_key", None)
     r.setdefault("cache_key", None)
     r["waiting_on"] = None
-    fromts = datetime.fromtimestamp
+    # Rows of one claim or page share most of their times (a batch's created_at, the
+    # claim's started_at and updated_at): each distinct one is converted once.
+    times = _times
+    if len(times) > _CACHE_LIMIT:
+        times.clear()
     for name in _TIME_FIELDS:
         value = r[name]
         if value is not None:
-            r[name] = fromts(value, UTC)
+            at = times.get(value)
+            if at is None:
+                at = times[value] = datetime.fromtimestamp(value, UTC)
+            r[name] = at
     return Task.from_trusted(r)
 
 

@@ -1001,7 +1001,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         whole = self.d.complete_commit_statement(update)
         assert whole is not None
         rows = cur.finish(whole, (now, now, now, *values, now)).fetchall()
-        return {r["id"]: Ack(task_id=r["id"], ok=True, status=Status.COMPLETED) for r in rows}
+        return {r["id"]: Ack.accepted(r["id"], Status.COMPLETED) for r in rows}
 
     def _complete(self, cur: Cursor, items: list[Completion], now: float) -> list[Ack]:
         values: list[Any] = []
@@ -1056,7 +1056,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
             if hit is not None:
                 # Plain construction: pydantic's model_construct is slower for small models.
                 status = Status.COMPLETED if hit["review"] is None else Status.REVIEWING
-                acks.append(Ack(task_id=c.task_id, ok=True, status=status))
+                acks.append(Ack.accepted(c.task_id, status))
             else:
                 acks.append(refused.get(c.task_id) or self._refusal(cur, c.task_id, c.lease_id))
         for row in done.values():
@@ -1093,7 +1093,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 status = self._end_attempt(
                     cur, row, f.error, now, f.retry_delay_s, actor=row["lease_holder"]
                 )
-                acks.append(Ack(task_id=f.task_id, ok=True, status=status))
+                acks.append(Ack.accepted(f.task_id, status))
             return acks
 
         return await self._run(self._write, w)
@@ -1231,7 +1231,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                     status = self._set_ready(
                         cur, ref.task_id, row, now, "released", row["lease_holder"]
                     )
-                acks.append(Ack(task_id=ref.task_id, ok=True, status=status))
+                acks.append(Ack.accepted(ref.task_id, status))
             return acks
 
         return await self._run(self._write, w)
