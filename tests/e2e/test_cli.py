@@ -165,6 +165,30 @@ def test_errors_in_json_mode_are_json_too(cli: Cli) -> None:
     assert json.loads(proc.stdout)["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize(
+    ("make", "needles"),
+    [
+        (lambda d: d, ["that is a directory"]),
+        (
+            lambda d: (d / "notes.db").write_text("not a database") and d / "notes.db",
+            ["notes.db", "not an SQLite database"],
+        ),
+        (lambda d: Path("/proc/offload/x.db"), ["/proc/offload/x.db", "is writable"]),
+    ],
+)
+def test_a_database_file_that_cannot_be_opened_is_one_clear_line(
+    cli: Cli, tmp_path: Path, make: Any, needles: list[str]
+) -> None:
+    url = f"sqlite:///{make(tmp_path)}"
+    _assert_one_error(cli("task", "list", "--database-url", url), "cannot open", *needles)
+
+
+@pytest.mark.parametrize("command", [["worker"], ["task", "list"]])
+def test_a_setting_that_is_not_a_number_is_one_clear_line(cli: Cli, command: list[str]) -> None:
+    bad = Cli({**cli.env, "OFFLOAD_LEASE_TTL": "abc"})
+    _assert_one_error(bad(*command), "OFFLOAD_LEASE_TTL='abc' is not a number")
+
+
 def test_missing_workflow_file(cli: Cli, tmp_path: Path) -> None:
     _assert_one_error(cli("workflow", "submit", str(tmp_path / "nope.yaml")), "nope.yaml")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from offload.domain.errors import InvalidInput
+
 #: The loopback names a server may bind without auth.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -36,7 +38,9 @@ def _env_float(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+        raise InvalidInput(
+            f"{name}={raw!r} is not a number; set a number or unset it", field=name
+        ) from None
 
 
 @dataclass(frozen=True)

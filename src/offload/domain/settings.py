@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offload.domain.errors import InvalidInput
+
 
 def offload_home() -> Path:
     """``$OFFLOAD_HOME`` or ``~/.offload``."""
@@ -27,7 +29,9 @@ def _float_env(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+        raise InvalidInput(
+            f"{name}={raw!r} is not a number; set a number or unset it", field=name
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -134,10 +134,7 @@ class Worker:
         if prefetch is not None and prefetch < 0:
             raise InvalidInput("prefetch must be 0 or more", field="prefetch")
         if lease_ttl_s is None:
-            try:
-                lease_ttl_s = Settings.from_env().lease_ttl_s
-            except ValueError as exc:
-                raise InvalidInput(str(exc), field="lease_ttl") from None
+            lease_ttl_s = Settings.from_env().lease_ttl_s
         if grace_s < 0:
             raise InvalidInput("grace period must be 0 or more seconds", field="grace")
         if not lease_ttl_s > 0:
@@ -862,10 +859,7 @@ class Worker:
 
 
 def _heartbeat_interval() -> float:
-    try:
-        value = Settings.from_env().agent_heartbeat_s
-    except ValueError as exc:
-        raise InvalidInput(str(exc), field="agent_heartbeat") from None
+    value = Settings.from_env().agent_heartbeat_s
     if not value > 0:
         raise InvalidInput("agent heartbeat must be a positive number", field="agent_heartbeat")
     return value

@@ -378,6 +378,46 @@ class _Cursor:
         return iter(self._cur.fetchall())
 
 
+#: How long opening a store waits for a PostgreSQL server that is not reachable yet.
+CONNECT_WAIT_S = 30.0
+#: Server refusals that pass by themselves (the rest of "FATAL" refusals do not).
+_PASSING_REFUSALS = ("starting up", "shutting down", "in recovery", "too many clients",
+                     "remaining connection slots")  # fmt: skip
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """The useful part of a connection error, on one line."""
+    text = " ".join(str(exc).split())
+    if "FATAL:" in text:
+        return text.split("FATAL:", 1)[1].strip()
+    return text.removeprefix("connection failed: ").removeprefix("connection is bad: ")
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """Whether retrying cannot help: the server refused us for a reason of ours (no such
+    database or role, authentication), or the URL itself is invalid."""
+    text = str(exc)
+    if isinstance(exc, psycopg.ProgrammingError) or "connection is bad: invalid" in text:
+        return True
+    return "FATAL:" in text and not any(p in text for p in _PASSING_REFUSALS)
+
+
+def _pool_size(opts: dict[str, str], name: str, default: int, least: int) -> int:
+    raw = opts.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < least:
+        raise InvalidInput(
+            f"{name}={raw!r} in the database URL: use a whole number of at least {least}",
+            field="database_url",
+        )
+    return value
+
+
 def _conninfo(url: str) -> tuple[str, dict[str, str]]:
     """Split our own query options (pool sizes) from the libpq URL."""
     parsed = urlparse(url)
@@ -411,8 +451,8 @@ class PostgresStore(SqlStore):
     ) -> None:
         super().__init__(url, aging_interval_s=aging_interval_s, rng=rng)
         self.conninfo, opts = _conninfo(url)
-        self.pool_min = int(opts.get("pool_min", pool_min))
-        self.pool_max = max(int(opts.get("pool_max", pool_max)), self.pool_min)
+        self.pool_min = _pool_size(opts, "pool_min", pool_min, least=0)
+        self.pool_max = max(_pool_size(opts, "pool_max", pool_max, least=1), self.pool_min)
         prepare = opts.get("prepare", "true").lower()
         if prepare not in ("true", "false", "on", "off", "1", "0"):
             raise InvalidInput(
@@ -537,6 +577,7 @@ class PostgresStore(SqlStore):
             # jit=off: claims run with enable_seqscan off, which prices any scan of a tiny
             # table in the billions; above jit_above_cost PostgreSQL compiles the query, and
             # that took 100 ms for a statement that runs in 0.1 ms. OLTP never gains from JIT.
+            self._probe()
             self._pool = ConnectionPool(
                 self.conninfo, min_size=self.pool_min, max_size=self.pool_max, open=False,
                 kwargs={"autocommit": True, "options": "-c jit=off"}, name="offload",
@@ -551,6 +592,33 @@ class PostgresStore(SqlStore):
         await self._run(_open)
         self._changed = {kind: asyncio.Event() for kind in CHANGE_KINDS}
         self._listener = asyncio.create_task(self._listen(), name="offload-pg-listen")
+
+    def _probe(self) -> None:
+        """Connect once before the pool does: a refusal that waiting cannot cure (no such
+        database or role, a bad password or URL option) fails at once with the server's
+        reason, instead of after the pool's 30 s of silent retries. A server that is not
+        up yet (just started beside its workers, say) is waited for, as before."""
+        deadline = time.monotonic() + CONNECT_WAIT_S
+        delay = 0.1
+        warned = False
+        while True:
+            try:
+                psycopg.connect(self.conninfo, autocommit=True).close()
+                return
+            except psycopg.Error as exc:
+                reason = _connect_reason(exc)
+                if _refused_for_good(exc) or time.monotonic() + delay > deadline:
+                    raise Unavailable(
+                        f"cannot connect to PostgreSQL at {self._redacted()}: {reason}"
+                    ) from None
+                if not warned:
+                    log.warning(
+                        "PostgreSQL at %s is not reachable yet (%s); retrying for up to %.0fs",
+                        self._redacted(), reason, CONNECT_WAIT_S,
+                    )  # fmt: skip
+                    warned = True
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _redacted(self) -> str:
         p = urlparse(self.conninfo)

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlparse
 
 import orjson
 
-from offload.domain.errors import InvalidInput
+from offload.domain.errors import InvalidInput, Unavailable
 from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
 from offload.domain.status import Status
 from offload.ports.store import ChangeKind
@@ -40,6 +40,8 @@ def path_from_url(url: str) -> str:
     if rest.startswith("//"):
         rest = rest[2:]
     path = rest.split("?", 1)[0]
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")  # sqlite:////abs: one leading slash is the same file
     if not path:
         raise InvalidInput(f"no file path in database URL {url!r}", field="database_url")
     return path
@@ -249,11 +251,30 @@ class SQLiteStore(SqlStore):
         """Open the file, enable WAL and apply pending migrations."""
 
         def _open() -> None:
-            self._conn = self._connect()
-            self._migrate()
+            try:
+                self._conn = self._connect()
+                self._migrate()
+            except (sqlite3.Error, OSError) as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                raise Unavailable(f"cannot open the SQLite database {self.path}: "
+                                  f"{self._open_failure(exc)}") from None  # fmt: skip
 
         await self._run(_open)
         self._watch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+
+    def _open_failure(self, exc: BaseException) -> str:
+        """Why the file could not be opened, and what to do about it."""
+        path = Path(self.path)
+        if path.is_dir():
+            return "that is a directory; give the path of a database file in it"
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+            return "the file is not an SQLite database; give a new or existing Offload database"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) or "unable to open" in reason:
+            return f"{reason}; check that its directory exists or can be created, and is writable"
+        return reason
 
     def _migrate(self) -> int:
         conn = self.conn
