@@ -217,3 +217,19 @@ def test_an_unreachable_server_is_unavailable() -> None:
     asyncio.run(run())
     with pytest.raises(InvalidInput, match="http://"):
         asyncio.run(connect("ftp://example"))
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("localhost:8000", "must start with http:// or https://"),
+        ("http://", "names no host"),
+        ("http://[::1", "is not a valid URL: Invalid IPv6 URL"),
+        ("http://example:99999", "is not a valid URL: Port out of range"),
+    ],
+)
+def test_a_server_url_that_cannot_work_is_refused_with_the_reason(url: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        asyncio.run(connect(url))
+    assert err.value.message.startswith(f"server URL {url!r}")
+    assert why in err.value.message

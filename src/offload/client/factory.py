@@ -43,12 +43,7 @@ async def connect(
     """A client for ``url`` (HTTP server) or, without one, the local database."""
     url = url or (None if database_url else os.environ.get("OFFLOAD_URL"))
     if url:
-        if not url.startswith(("http://", "https://")):
-            from offload.domain.errors import InvalidInput
-
-            raise InvalidInput(
-                f"server URL {url!r} must start with http:// or https://", field="url"
-            )
+        _check_server_url(url)
         from offload.client.http import HttpClient
 
         # As with a local database: a worker on this client runs the built-in types and
@@ -57,6 +52,25 @@ async def connect(
         load_task_modules(Settings.from_env().imports)
         return HttpClient(url, token=token or os.environ.get("OFFLOAD_TOKEN") or None)
     return LocalClient(await open_service(database_url, registry=registry))
+
+
+def _check_server_url(url: str) -> None:
+    """Refuse a server URL that could never be reached, saying what is wrong with it."""
+    from urllib.parse import urlsplit
+
+    from offload.domain.errors import InvalidInput
+
+    if not url.startswith(("http://", "https://")):
+        raise InvalidInput(f"server URL {url!r} must start with http:// or https://", field="url")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        raise InvalidInput(f"server URL {url!r} is not a valid URL: {exc}", field="url") from None
+    if not parts.hostname:
+        raise InvalidInput(
+            f"server URL {url!r} names no host; e.g. http://127.0.0.1:8000", field="url"
+        )
 
 
 def upgrade_database(database_url: str | None = None) -> int:
