@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from offload.client.base import AsyncClient
 from offload.client.factory import connect
@@ -77,7 +76,18 @@ SCENARIOS: dict[str, tuple[Scenario, type[BaseException], str | None]] = {
         InvalidInput,
         "invalid_input",
     ),
-    "bad option": (lambda c: c.submit("util.echo", priority="urgent"), ValidationError, None),
+    "bad option": (
+        lambda c: c.submit("util.echo", priority="urgent"),
+        InvalidInput,
+        "invalid_input",
+    ),
+    "unknown option": (lambda c: c.submit("util.echo", bogus=1), InvalidInput, "invalid_input"),
+    "unknown status filter": (lambda c: c.list(status="bogus"), InvalidInput, "invalid_input"),
+    "NaN in input": (
+        lambda c: c.submit("util.echo", {"x": [1.0, float("nan")]}),
+        InvalidInput,
+        "invalid_input",
+    ),
     "unknown dependency": (
         lambda c: c.submit("util.echo", depends_on=["missing"]),
         DependencyError,

@@ -6,7 +6,14 @@ import pytest
 
 from offload.domain.errors import DependencyError, IllegalTransition, InvalidInput
 from offload.domain.ids import new_id
-from offload.domain.models import Condition, DependencyOn, RetryPolicy, TaskSpec
+from offload.domain.models import (
+    Condition,
+    DependencyOn,
+    RetryPolicy,
+    TaskFilter,
+    TaskSpec,
+    validated,
+)
 from offload.domain.rules import (
     EdgeState,
     Outcome,
@@ -19,6 +26,7 @@ from offload.domain.rules import (
     find_refs,
     resolve_refs,
     sort_key,
+    validate_json_size,
 )
 from offload.domain.status import (
     ALIASES,
@@ -175,3 +183,25 @@ def test_ids_are_time_sortable_and_unique() -> None:
     ids = [new_id() for _ in range(5000)]
     assert ids == sorted(ids) and len(set(ids)) == 5000
     assert ids[0][14] == "7"
+
+
+def test_a_status_filter_may_be_one_string() -> None:
+    assert TaskFilter(status="failed").status == ["failed"]
+    assert TaskFilter(status="failed, cancelled").status == ["failed", "cancelled"]
+    assert TaskFilter(status=["done"]).status == ["done"]
+
+
+def test_validated_names_the_field_and_the_fix() -> None:
+    with pytest.raises(InvalidInput) as err:
+        validated(TaskSpec, {"type": "util.echo", "priority": 42, "colour": "red"})
+    assert err.value.field == "priority"
+    assert err.value.message == (
+        "priority: priority 42: use 1-10 or low|normal|high|critical; colour: unknown option"
+    )
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_input_with_nan_or_infinity_is_refused_not_stored_as_null(bad: float) -> None:
+    with pytest.raises(InvalidInput, match="NaN or infinity"):
+        validate_json_size({"a": [1, {"b": bad}], "c": None}, 1000, "input")
+    assert validate_json_size({"a": 1.5, "c": None}, 1000, "input") == b'{"a":1.5,"c":null}'

@@ -40,6 +40,7 @@ from offload.domain.models import (
     TaskSpec,
     TaskTypeInfo,
     WorkflowSpec,
+    validated,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter
 from offload.domain.schedules import Schedule, ScheduleSpec
@@ -313,7 +314,7 @@ class Client:
 
     def submit_many(self, specs: Sequence[TaskSpec | dict[str, Any]]) -> builtins.list[Task]:
         """Create up to 1,000 tasks atomically."""
-        parsed = [s if isinstance(s, TaskSpec) else TaskSpec.model_validate(s) for s in specs]
+        parsed = [s if isinstance(s, TaskSpec) else validated(TaskSpec, s) for s in specs]
         return self._run(self.aio.submit_many(parsed))
 
     def submit_workflow(self, spec: WorkflowSpec | dict[str, Any]) -> Task:

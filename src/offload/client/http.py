@@ -76,6 +76,7 @@ from offload.domain.models import (
     TaskTypeInfo,
     TokenInfo,
     WorkflowSpec,
+    validated,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter
 from offload.domain.schedules import Schedule, ScheduleSpec
@@ -270,7 +271,7 @@ class HttpClient:
     # -- submitting and reading ---------------------------------------------------------------
     async def submit(self, task_type: str, input: Any = None, **options: Any) -> Task:
         """Create one task."""
-        spec = TaskSpec.model_validate({"type": task_type, "input": input or {}, **options})
+        spec = validated(TaskSpec, {"type": task_type, "input": input or {}, **options})
         return await self.submit_spec(spec)
 
     async def submit_spec(self, spec: TaskSpec) -> Task:
@@ -297,7 +298,7 @@ class HttpClient:
 
     async def list(self, flt: TaskFilter | None = None, **filters: Any) -> TaskPage:
         """A page of tasks."""
-        flt = flt or TaskFilter(**filters)
+        flt = flt or validated(TaskFilter, filters)
         params: builtins.list[tuple[str, str | int]] = [("status", s) for s in flt.status or []]
         for key in ("type", "agent_id", "owner", "tag", "queue", "parent_id", "search"):
             value = getattr(flt, key)

@@ -34,6 +34,7 @@ from offload.domain.models import (
     TaskSpec,
     TaskTypeInfo,
     WorkflowSpec,
+    validated,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter
 from offload.domain.schedules import Schedule, ScheduleSpec
@@ -49,7 +50,7 @@ class LocalClient:
 
     async def submit(self, task_type: str, input: Any = None, **options: Any) -> Task:
         """Create one task."""
-        spec = TaskSpec.model_validate({"type": task_type, "input": input or {}, **options})
+        spec = validated(TaskSpec, {"type": task_type, "input": input or {}, **options})
         return await self.service.submit(spec, self.owner)
 
     async def submit_spec(self, spec: TaskSpec) -> Task:
@@ -70,7 +71,7 @@ class LocalClient:
 
     async def list(self, flt: TaskFilter | None = None, **filters: Any) -> TaskPage:
         """A page of tasks."""
-        return await self.service.list(flt or TaskFilter(**filters), self.owner)
+        return await self.service.list(flt or validated(TaskFilter, filters), self.owner)
 
     async def events(
         self, task_id: str, after: int = 0, limit: int = 1000

@@ -15,11 +15,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     computed_field,
     field_validator,
     model_validator,
 )
 
+from offload.domain.errors import InvalidInput
 from offload.domain.flow import WaitingOn, check_resource_name
 from offload.domain.status import Status
 
@@ -62,6 +64,27 @@ class _Model(BaseModel):
 
 _all_fields: dict[type[BaseModel], set[str]] = {}
 M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: Any) -> M:
+    """``model`` built from a caller's ``data``; a mistake raises :class:`InvalidInput`
+    naming the field, as the HTTP API and the CLI report it (not a pydantic error)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors()[:3]:
+            where = ".".join(str(p) for p in err.get("loc", ())) or "value"
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            if err.get("type") == "extra_forbidden":
+                msg = "unknown option"
+            parts.append(f"{where}: {msg}")
+        more = exc.error_count() - len(parts)
+        first = exc.errors()[0].get("loc", ())
+        raise InvalidInput(
+            "; ".join(parts) + (f" (+{more} more)" if more > 0 else ""),
+            field=".".join(str(p) for p in first) or None,
+        ) from None
 
 
 def _trusted(cls: type[M], values: dict[str, Any]) -> M:
@@ -458,6 +481,10 @@ class Task(_Model):
 class TaskSpec(_Model):
     """What a caller provides to create a task; everything but ``type`` is optional."""
 
+    # NaN stays NaN on the wire (JSON would make it null), so the server refuses it as
+    # the local service does, instead of storing a changed input.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, ser_json_inf_nan="constants")
+
     type: str = Field(min_length=1, max_length=200)
     input: JSON = Field(default_factory=dict)
     title: str | None = Field(None, max_length=500)
@@ -527,6 +554,15 @@ class TaskFilter(_Model):
     status: list[str] | None = None
     type: str | None = None
     agent_id: str | None = None
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        # status="failed" or "failed,cancelled" reads as naturally as a list.
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
     owner: str | None = None
     tag: str | None = None
     queue: str | None = None

@@ -5,6 +5,7 @@ Both storage backends call these inside their transactions, so each rule exists 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -262,6 +263,16 @@ def effective_priority(
     return min(10, priority + int(max(waited_s, 0) // aging_interval_s))
 
 
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
 def validate_json_size(value: Any, limit_bytes: int, field: str) -> bytes:
     """Refuse JSON values bigger than ``limit_bytes`` once serialised; returns the JSON."""
     import orjson
@@ -271,6 +282,12 @@ def validate_json_size(value: Any, limit_bytes: int, field: str) -> bytes:
         size = len(text)
     except TypeError as exc:
         raise InvalidInput(f"{field} is not JSON-serialisable: {exc}", field=field) from None
+    if b"null" in text and _has_non_finite(value):
+        # orjson writes NaN and infinity as null: refused, rather than stored changed.
+        raise InvalidInput(
+            f"{field} holds NaN or infinity, which JSON cannot carry; send null or a string",
+            field=field,
+        )
     if size > limit_bytes:
         from offload.domain.errors import TooLarge
 
