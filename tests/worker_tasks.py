@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
@@ -180,3 +181,30 @@ async def len_batch_async(items: list[dict]) -> list[int]:
 def short_batch(items: list[dict]) -> list[int]:
     """Returns one result too few: every task of the batch fails clearly."""
     return [1] * (len(items) - 1)
+
+
+@offload.task("wt.stubborn")
+async def stubborn(seconds: float) -> str:
+    """Swallow every cancellation: only the worker giving up on it frees its slot."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.05)
+    return "finished anyway"
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
+@offload.task("wt.unprintable")
+def unprintable() -> None:
+    """Raise an exception whose message cannot be read."""
+    raise _Unprintable()
+
+
+@offload.task("wt.not_a_number")
+def not_a_number() -> dict[str, float]:
+    """Return what JSON cannot carry."""
+    return {"x": float("nan")}

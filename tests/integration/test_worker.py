@@ -151,6 +151,34 @@ def test_per_attempt_timeout_sync_and_async(
     assert worker.failed == 2
 
 
+def test_an_async_handler_that_swallows_its_timeout_is_given_up_on(
+    client: offload.Client, run_worker: Callable[..., Worker]
+) -> None:
+    run_worker(concurrency=1)
+    stubborn = client.submit("wt.stubborn", {"seconds": 4}, timeout_s=0.3, max_retries=0)
+    done = client.wait(stubborn.id, timeout=10)
+    assert done.status is Status.FAILED
+    assert done.error is not None and done.error.type == "Timeout"
+    # Its one slot is free again although the coroutine still runs, abandoned.
+    quick = client.submit("wt.add", {"a": 2, "b": 2})
+    assert client.wait(quick.id, timeout=5).result == 4
+
+
+def test_attempts_that_cannot_be_described_plainly_still_end(
+    client: offload.Client, run_worker: Callable[..., Worker]
+) -> None:
+    run_worker(concurrency=2)
+    unprintable = client.submit("wt.unprintable", {}, max_retries=0)
+    nan = client.submit("wt.not_a_number", {}, max_retries=0)
+    failed = client.wait(unprintable.id, timeout=10)
+    assert failed.status is Status.FAILED and failed.error is not None
+    assert failed.error.message == "_Unprintable (its message could not be read)"
+    refused = client.wait(nan.id, timeout=10)
+    assert refused.status is Status.FAILED and refused.error is not None
+    assert refused.error.type == "InvalidResult" and not refused.error.retryable
+    assert "NaN or infinity" in refused.error.message
+
+
 def test_cancel_running_builtin_sleep_stops_it_quickly(
     client: offload.Client, run_worker: Callable[..., Worker]
 ) -> None:

@@ -87,6 +87,26 @@ def test_results_become_plain_json() -> None:
     assert (out.error.type, out.error.retryable) == ("InvalidResult", False)
 
 
+@pytest.mark.parametrize(
+    "result", [float("nan"), {"a": [1.0, float("inf")]}, [-float("inf")]], ids=repr
+)
+def test_results_json_cannot_carry_are_refused_not_stored_as_null(result: object) -> None:
+    out = attempt_outcome("t", "l", result=result)
+    assert isinstance(out, Failure)
+    assert (out.error.type, out.error.retryable) == ("InvalidResult", False)
+    assert "NaN or infinity" in out.error.message
+
+
+def test_an_exception_whose_message_fails_still_makes_a_failure() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    out = attempt_outcome("t", "l", error=_raised(Unprintable()))
+    assert isinstance(out, Failure)
+    assert out.error.message == "Unprintable (its message could not be read)"
+
+
 def test_coalesce_merges_progress_but_keeps_logs_in_order() -> None:
     def upd(task: str, **kw: object) -> ProgressUpdate:
         return ProgressUpdate(task_id=task, lease_id="l", **kw)

@@ -263,13 +263,14 @@ def effective_priority(
     return min(10, priority + int(max(waited_s, 0) // aging_interval_s))
 
 
-def _has_non_finite(value: Any) -> bool:
+def has_non_finite(value: Any) -> bool:
+    """Whether a JSON-like value holds a float NaN or infinity anywhere."""
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
+        return any(has_non_finite(v) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(_has_non_finite(v) for v in value)
+        return any(has_non_finite(v) for v in value)
     return False
 
 
@@ -282,7 +283,7 @@ def validate_json_size(value: Any, limit_bytes: int, field: str) -> bytes:
         size = len(text)
     except TypeError as exc:
         raise InvalidInput(f"{field} is not JSON-serialisable: {exc}", field=field) from None
-    if b"null" in text and _has_non_finite(value):
+    if b"null" in text and has_non_finite(value):
         # orjson writes NaN and infinity as null: refused, rather than stored changed.
         raise InvalidInput(
             f"{field} holds NaN or infinity, which JSON cannot carry; send null or a string",

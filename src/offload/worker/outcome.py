@@ -7,6 +7,7 @@ or pause request. The store then applies the retry rule to failures.
 
 from __future__ import annotations
 
+import math
 import traceback
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 from offload.domain.errors import Fatal, InvalidInput, Retry
 from offload.domain.models import Completion, ErrorInfo, Failure
+from offload.domain.rules import has_non_finite
 
 #: Tracebacks are stored with the error; keep the tail (where the cause is) within this size.
 TRACEBACK_LIMIT = 8_000
@@ -62,15 +64,24 @@ def attempt_outcome(
 def to_json(value: Any) -> Any:
     """``value`` as plain JSON data (pydantic models dumped); ``TypeError`` if it has none."""
     if isinstance(value, _SCALARS):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TypeError(_NOT_FINITE)
         return value
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        value = value.model_dump(mode="json")
     # A round trip through orjson turns tuples, dataclasses, datetimes, UUIDs, numpy scalars…
     # into JSON once here, so the store never meets a value it cannot encode.
     try:
-        return orjson.loads(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY))
+        text = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
     except orjson.JSONEncodeError as exc:
         raise TypeError(str(exc)) from None
+    # orjson writes NaN and infinity as null: refuse, rather than store a changed result.
+    if b"null" in text and has_non_finite(value):
+        raise TypeError(_NOT_FINITE)
+    return orjson.loads(text)
+
+
+_NOT_FINITE = "it holds NaN or infinity, which JSON cannot carry"
 
 
 def _error_failure(task_id: str, lease_id: str, error: BaseException) -> Failure:
@@ -108,7 +119,10 @@ def _failure(
 
 
 def _message(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
+    try:
+        text = str(error) or type(error).__name__
+    except Exception:  # a broken __str__ must not cost the attempt its outcome
+        text = f"{type(error).__name__} (its message could not be read)"
     if len(text) > MESSAGE_LIMIT:
         text = text[: MESSAGE_LIMIT - 1] + "…"
     return text

@@ -60,6 +60,8 @@ log = logging.getLogger("offload.worker")
 #: Why an attempt is being stopped (``WorkerContext.cancel_reason``).
 CANCEL = "cancel"  # cancel or pause requested: report "Cancelled"
 TIMEOUT = "timeout"  # ran past timeout_s: report "Timeout"
+#: How long past its timeout an async handler that ignores cancellation keeps its slot.
+ASYNC_TIMEOUT_GRACE_S = 1.0
 LOST = "lost"  # the lease is gone: report nothing
 SHUTDOWN = "shutdown"  # the worker is stopping: hand the lease back
 
@@ -522,6 +524,13 @@ class Worker:
             return
         if att.type.is_async:
             att.running = loop.create_task(self._run_async(att))
+            if att.timeout_s is not None:
+                # The handler is cancelled at its timeout (see _run_async); one that
+                # swallows the cancellation is given up on a little later, as a stuck
+                # thread is, so it cannot hold its slot and lease for ever.
+                att.timer = loop.call_later(
+                    att.timeout_s + ASYNC_TIMEOUT_GRACE_S, self._time_out, att
+                )
             return
         if att.timeout_s is not None:
             att.timer = loop.call_later(att.timeout_s, self._time_out, att)
@@ -687,7 +696,9 @@ class Worker:
         att.timer = None
         if att.ctx.cancel_reason is None:
             att.ctx.cancel_reason = TIMEOUT
-        # The handler thread keeps running, abandoned: its result is ignored.
+        # The handler thread (or coroutine) keeps running, abandoned: its result is ignored.
+        if att.running is not None:
+            att.running.cancel()
         self._finish(att)
 
     def _finish(
@@ -700,17 +711,19 @@ class Worker:
         if reason in (LOST, SHUTDOWN):
             self._settle(att, None, release=reason == SHUTDOWN)
             return
-        self._settle(
-            att,
-            attempt_outcome(
+        try:
+            outcome = attempt_outcome(
                 att.task.id,
                 att.lease_id,
                 result=result,
                 error=error,
                 cancelled=reason == CANCEL,
                 timeout_s=att.timeout_s if reason == TIMEOUT else None,
-            ),
-        )
+            )
+        except Exception as exc:  # an outcome must exist, or the slot and lease never free
+            log.exception("task %s: could not describe how its attempt ended", att.task.id)
+            outcome = attempt_outcome(att.task.id, att.lease_id, error=exc)
+        self._settle(att, outcome)
 
     def _settle(
         self, att: _Attempt, outcome: Completion | Failure | None, *, release: bool = False
