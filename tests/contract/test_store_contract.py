@@ -405,6 +405,28 @@ def test_dependencies_block_then_release(svc: Harness) -> None:
     assert svc(svc.service.submit(spec(depends_on=[up.id]))).status is Status.QUEUED
 
 
+def test_an_upstream_listed_twice_is_one_edge(svc: Harness) -> None:
+    up = svc(svc.service.submit(spec()))
+    down = svc(svc.service.submit(spec(depends_on=[up.id, {"task_id": up.id}])))
+    assert [d.task_id for d in down.depends_on] == [up.id]
+    complete(svc, claim(svc)[0], 1)
+    assert svc(svc.service.get(down.id)).status is Status.QUEUED
+    with pytest.raises(ValueError, match="listed twice with different conditions"):
+        spec(depends_on=[up.id, {"task_id": up.id, "on": "failed"}])
+
+
+def test_retrying_a_task_outside_the_dead_letter_queue_says_what_can_be(
+    svc: Harness,
+) -> None:
+    queued = svc(svc.service.submit(spec()))
+    with pytest.raises(IllegalTransition) as err:
+        svc(svc.service.retry(queued.id))
+    assert err.value.message == (
+        f"task {queued.id} is queued; only failed or cancelled tasks (the dead-letter "
+        "queue) can be retried"
+    )
+
+
 def test_failure_propagates_down_a_chain_and_retry_revives(svc: Harness) -> None:
     a = svc(svc.service.submit(spec(max_retries=0)))
     b = svc(svc.service.submit(spec(depends_on=[a.id])))

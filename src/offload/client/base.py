@@ -319,7 +319,7 @@ class Client:
 
     def submit_workflow(self, spec: WorkflowSpec | dict[str, Any]) -> Task:
         """Create a workflow; returns the parent task."""
-        wf = spec if isinstance(spec, WorkflowSpec) else WorkflowSpec.model_validate(spec)
+        wf = spec if isinstance(spec, WorkflowSpec) else validated(WorkflowSpec, spec)
         return self._run(self.aio.submit_workflow(wf))
 
     def get(self, task_id: str) -> Task:
@@ -378,14 +378,15 @@ class Client:
         """Decide a review: ``client.review(id, "approve", quality_score=0.9)`` completes the
         task; ``"reject"`` sends it back to the queue with ``feedback`` for the next attempt
         (or fails it once its review rounds are used up)."""
-        body = ReviewDecision.model_validate(
+        body = validated(
+            ReviewDecision,
             {
                 "decision": decision,
                 "feedback": feedback,
                 "quality_score": quality_score,
                 "exclude_previous_agent": exclude_previous_agent,
                 "reviewer": reviewer,
-            }
+            },
         )
         return self._run(self.aio.review(task_id, body))
 
@@ -400,7 +401,7 @@ class Client:
 
     def set_limit(self, task_type: str, spec: LimitSpec | None = None, **limits: Any) -> Limit:
         """Set a type's limits: ``set_limit("api.call", concurrency=2, rate_limit="10/s")``."""
-        return self._run(self.aio.set_limit(task_type, spec or LimitSpec.model_validate(limits)))
+        return self._run(self.aio.set_limit(task_type, spec or validated(LimitSpec, limits)))
 
     def delete_limit(self, task_type: str) -> None:
         """Remove a type's limits."""
@@ -424,7 +425,7 @@ class Client:
 
     def set_queue_settings(self, queue: str, **settings: Any) -> QueueSettings:
         """Set a queue's options: ``set_queue_settings("default", fairness="owner")``."""
-        spec = QueueSettingsSpec.model_validate(settings)
+        spec = validated(QueueSettingsSpec, settings)
         return self._run(self.aio.set_queue_settings(queue, spec))
 
     def list_queue_settings(self) -> builtins.list[QueueSettings]:
@@ -441,7 +442,7 @@ class Client:
         """``create_schedule("nightly", "report.build", {...}, cron="0 2 * * *")``: options
         are ``cron``, ``every_s``, ``timezone``, ``catchup`` and ``task`` (extra task fields)."""
         task = {"type": task_type, "input": input or {}, **options.pop("task", {})}
-        spec = ScheduleSpec.model_validate({"name": name, "task": task, **options})
+        spec = validated(ScheduleSpec, {"name": name, "task": task, **options})
         return self._run(self.aio.create_schedule(spec))
 
     def list_schedules(self) -> builtins.list[Schedule]:

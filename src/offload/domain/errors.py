@@ -79,9 +79,9 @@ class IllegalTransition(Conflict):
 
     code = "illegal_transition"
 
-    def __init__(self, task_id: str, current: str, target: str) -> None:
+    def __init__(self, task_id: str, current: str, target: str, why: str | None = None) -> None:
         super().__init__(
-            f"task {task_id} is {current}; it cannot become {target}",
+            f"task {task_id} is {current}; " + (why or f"it cannot become {target}"),
             details={"task_id": task_id, "status": current, "target": target},
         )
 

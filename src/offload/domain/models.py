@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -164,7 +165,25 @@ def _coerce_dependencies(value: object) -> object:
     return value
 
 
-Dependencies = Annotated[list[Dependency], BeforeValidator(_coerce_dependencies)]
+def _distinct_dependencies(deps: list[Dependency]) -> list[Dependency]:
+    # One edge per upstream: a repeat is dropped, a repeat that disagrees is refused.
+    if len(deps) < 2:
+        return deps
+    seen: dict[str, Dependency] = {}
+    for dep in deps:
+        prior = seen.setdefault(dep.task_id, dep)
+        if prior != dep:
+            raise ValueError(
+                f"{dep.task_id!r} is listed twice with different conditions; list it once"
+            )
+    return deps if len(seen) == len(deps) else list(seen.values())
+
+
+Dependencies = Annotated[
+    list[Dependency],
+    BeforeValidator(_coerce_dependencies),
+    AfterValidator(_distinct_dependencies),
+]
 
 
 class BackoffKind(StrEnum):

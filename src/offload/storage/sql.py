@@ -1550,7 +1550,12 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 row = self._owned(cur, task_id, owner)
                 current = Status(row["status"])
                 if current not in RETRYABLE:
-                    raise IllegalTransition(task_id, current.value, Status.QUEUED.value)
+                    raise IllegalTransition(
+                        task_id,
+                        current.value,
+                        Status.QUEUED.value,
+                        "only failed or cancelled tasks (the dead-letter queue) can be retried",
+                    )
                 self._revive(cur, row, now, actor)
                 out.append(self._task(cur, task_id))
             return out
