@@ -427,6 +427,22 @@ def test_retrying_a_task_outside_the_dead_letter_queue_says_what_can_be(
     )
 
 
+def test_nul_characters_are_refused_or_found_nowhere_never_a_database_error(
+    svc: Harness,
+) -> None:
+    # PostgreSQL text cannot hold NUL: a submit is refused alike on every backend, and a
+    # lookup is a clear error or an empty answer (over HTTP a 4xx, never a 500).
+    with pytest.raises(ValueError, match="title\n.*NUL character"):
+        spec(title="a\x00b")
+    with pytest.raises((InvalidInput, NotFound)):
+        svc(svc.service.get("ab\x00c"))
+    for flt in (TaskFilter(search="a\x00b"), TaskFilter(tag="a\x00b")):
+        try:
+            assert svc(svc.service.list(flt)).total == 0
+        except InvalidInput as exc:
+            assert "NUL" in exc.message
+
+
 def test_failure_propagates_down_a_chain_and_retry_revives(svc: Harness) -> None:
     a = svc(svc.service.submit(spec(max_retries=0)))
     b = svc(svc.service.submit(spec(depends_on=[a.id])))

@@ -551,6 +551,17 @@ class TaskSpec(_Model):
             return v.replace(tzinfo=UTC)
         return v
 
+    @field_validator(
+        "type", "title", "description", "instructions", "queue", "owner", "agent_id",
+        "idempotency_key", "ref",
+    )  # fmt: skip
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL; refused on every backend so both behave alike.
+        if v is not None and "\x00" in v:
+            raise ValueError("contains a NUL character (\\x00), which cannot be stored")
+        return v
+
 
 class WorkflowSpec(_Model):
     """A parent task plus children that form a DAG, created in one transaction."""

@@ -559,6 +559,11 @@ class PostgresStore(SqlStore):
                 if exc.diag.constraint_name not in _CHECKED_FIRST or replays >= 3:
                     raise
                 replays += 1
+            except psycopg.DataError as exc:
+                # A value PostgreSQL cannot hold (NUL in text, say): the caller's to fix.
+                raise InvalidInput(
+                    f"PostgreSQL cannot store or look up this value: {exc}".strip()
+                ) from None
             except _RETRYABLE as exc:
                 lost = lost or (
                     isinstance(exc, psycopg.OperationalError)
