@@ -325,6 +325,21 @@ def test_retry_backoff_then_dead_letter_then_dlq_retry(svc: Harness) -> None:
     assert len(revived.errors) == 2
 
 
+def test_a_huge_backoff_waits_at_most_the_longest_delay_and_stays_readable(
+    svc: Harness,
+) -> None:
+    from offload.domain.rules import MAX_DELAY_S
+
+    policy = RetryPolicy(base_s=1e308, factor=1e308, cap_s=1e308, jitter=False)
+    task = svc(svc.service.submit(spec(retry=policy, max_retries=3)))
+    fail(svc, claim(svc)[0])
+    again = svc(svc.service.get(task.id))
+    assert again.status is Status.SCHEDULED and again.run_at is not None
+    waited = again.run_at.timestamp() - again.updated_at.timestamp()
+    assert abs(waited - MAX_DELAY_S) < 5
+    assert task.id in {t.id for t in svc(svc.service.list(TaskFilter(limit=1000))).tasks}
+
+
 def test_non_retryable_fails_at_once_and_requested_delay(svc: Harness) -> None:
     a = svc(svc.service.submit(spec()))
     assert fail(svc, claim(svc)[0], retryable=False).status is Status.FAILED
@@ -432,7 +447,7 @@ def test_nul_characters_are_refused_or_found_nowhere_never_a_database_error(
 ) -> None:
     # PostgreSQL text cannot hold NUL: a submit is refused alike on every backend, and a
     # lookup is a clear error or an empty answer (over HTTP a 4xx, never a 500).
-    with pytest.raises(ValueError, match="title\n.*NUL character"):
+    with pytest.raises(ValueError, match=r"title\n.*NUL character"):
         spec(title="a\x00b")
     with pytest.raises((InvalidInput, NotFound)):
         svc(svc.service.get("ab\x00c"))

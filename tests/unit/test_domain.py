@@ -205,3 +205,40 @@ def test_input_with_nan_or_infinity_is_refused_not_stored_as_null(bad: float) ->
     with pytest.raises(InvalidInput, match="NaN or infinity"):
         validate_json_size({"a": [1, {"b": bad}], "c": None}, 1000, "input")
     assert validate_json_size({"a": 1.5, "c": None}, 1000, "input") == b'{"a":1.5,"c":null}'
+
+
+def test_backoff_never_overflows_or_waits_past_the_longest_delay() -> None:
+    from offload.domain.rules import MAX_DELAY_S
+
+    huge = RetryPolicy(base_s=1e308, factor=1e308, cap_s=1e308, jitter=False)
+    for attempt in (1, 2, 50):
+        assert backoff_delay(huge, attempt) == MAX_DELAY_S
+    fixed = RetryPolicy(backoff="fixed", base_s=1e308, jitter=True)
+    assert backoff_delay(fixed, 3) == MAX_DELAY_S
+    asked = decide_failure(
+        attempt=1,
+        max_retries=3,
+        policy=RetryPolicy(),
+        retryable=True,
+        now=0.0,
+        deadline=None,
+        requested_delay_s=1e308,
+    )
+    assert asked.delay_s == MAX_DELAY_S
+
+
+def test_nan_and_infinity_are_not_times() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        RetryPolicy(base_s=float("inf"))
+    with pytest.raises(ValueError, match="finite"):
+        TaskSpec(type="util.echo", timeout_s=float("nan"))
+
+
+def test_a_stored_time_beyond_the_calendar_still_reads() -> None:
+    from datetime import UTC, datetime
+
+    from offload.storage.rows import _datetime
+
+    assert _datetime(1e308) == datetime.max.replace(tzinfo=UTC)
+    assert _datetime(-1e308) == datetime.min.replace(tzinfo=UTC)
+    assert _datetime(0.0) == datetime(1970, 1, 1, tzinfo=UTC)

@@ -63,6 +63,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+#: For what callers send: NaN and infinity are never a meaningful delay or timeout.
+_FINITE = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+
 _all_fields: dict[type[BaseModel], set[str]] = {}
 M = TypeVar("M", bound=BaseModel)
 
@@ -196,6 +200,8 @@ class BackoffKind(StrEnum):
 
 class RetryPolicy(_Model):
     """Backoff between attempts (PRODUCT.md §4.4)."""
+
+    model_config = _FINITE
 
     backoff: BackoffKind = BackoffKind.EXPONENTIAL
     base_s: float = Field(1.0, ge=0)
@@ -502,7 +508,9 @@ class TaskSpec(_Model):
 
     # NaN stays NaN on the wire (JSON would make it null), so the server refuses it as
     # the local service does, instead of storing a changed input.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, ser_json_inf_nan="constants")
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, allow_inf_nan=False, ser_json_inf_nan="constants"
+    )
 
     type: str = Field(min_length=1, max_length=200)
     input: JSON = Field(default_factory=dict)
@@ -698,6 +706,8 @@ class Failure(_Model):
     lease_id: str
     error: ErrorInfo
     retry_delay_s: float | None = None
+
+    model_config = _FINITE
 
 
 class Ack(_Model):

@@ -195,6 +195,11 @@ class Decision:
     reason: str = ""
 
 
+#: The longest any retry waits: times stay within what every platform's clock can show,
+#: so no stored task can carry a run_at that cannot be read back.
+MAX_DELAY_S = 366 * 86400.0
+
+
 def backoff_delay(
     policy: RetryPolicy, attempt: int, rng: Callable[[], float] = random.random
 ) -> float:
@@ -207,8 +212,12 @@ def backoff_delay(
         return 0.0
     if policy.backoff is BackoffKind.FIXED:
         delay = policy.base_s
-        return delay * (0.5 + rng()) if policy.jitter else delay
-    ceiling = min(policy.cap_s, policy.base_s * policy.factor ** max(attempt - 1, 0))
+        return min(delay * (0.5 + rng()) if policy.jitter else delay, MAX_DELAY_S)
+    try:
+        grown = policy.base_s * policy.factor ** max(attempt - 1, 0)
+    except OverflowError:  # many attempts with a large factor: the cap applies
+        grown = math.inf
+    ceiling = min(policy.cap_s, grown, MAX_DELAY_S)
     return ceiling * rng() if policy.jitter else ceiling
 
 
@@ -232,7 +241,9 @@ def decide_failure(
     if attempt > max_retries:
         return Decision(Outcome.DEAD, reason=f"no retries left ({max_retries} allowed)")
     delay = (
-        requested_delay_s if requested_delay_s is not None else backoff_delay(policy, attempt, rng)
+        min(requested_delay_s, MAX_DELAY_S)
+        if requested_delay_s is not None
+        else backoff_delay(policy, attempt, rng)
     )
     if deadline is not None and now + delay >= deadline:
         return Decision(Outcome.DEAD, reason="deadline would pass before the next attempt")

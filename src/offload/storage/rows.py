@@ -166,6 +166,15 @@ _times: dict[float, datetime] = {}
 _COMPLEXITY = {c.value: c for c in Complexity}
 
 
+def _datetime(ts: float) -> datetime:
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        # A time beyond what this platform can show (stored before delays were capped):
+        # the row stays readable instead of breaking every page it is on.
+        return datetime.max.replace(tzinfo=UTC) if ts > 0 else datetime.min.replace(tzinfo=UTC)
+
+
 def row_to_task(r: dict[str, Any], children: list[str] | None = None) -> Task:
     """A :class:`Task` from a full ``tasks`` row, which it consumes (values come from our
     own writes, so nothing is validated again).
@@ -226,7 +235,7 @@ def row_to_task(r: dict[str, Any], children: list[str] | None = None) -> Task:
         if value is not None:
             at = times.get(value)
             if at is None:
-                at = times[value] = datetime.fromtimestamp(value, UTC)
+                at = times[value] = _datetime(value)
             r[name] = at
     return Task.from_trusted(r)
 
