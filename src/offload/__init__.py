@@ -15,7 +15,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from offload.core.registry import Registry, TaskContext, TaskType, default_registry, task
-from offload.domain.errors import Fatal, NotFound, OffloadError, Retry, WaitTimeout
+from offload.domain.errors import (
+    Conflict,
+    DependencyError,
+    Fatal,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    OffloadError,
+    Retry,
+    StaleLease,
+    TooLarge,
+    Unavailable,
+    UnknownTaskType,
+    WaitTimeout,
+)
 from offload.domain.models import Task, TaskFilter, TaskSpec, WorkflowSpec
 from offload.domain.status import Status
 
@@ -28,17 +42,25 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "Client",
+    "Conflict",
+    "DependencyError",
     "Fatal",
+    "IllegalTransition",
+    "InvalidInput",
     "NotFound",
     "OffloadError",
     "Registry",
     "Retry",
+    "StaleLease",
     "Status",
     "Task",
     "TaskContext",
     "TaskFilter",
     "TaskSpec",
     "TaskType",
+    "TooLarge",
+    "Unavailable",
+    "UnknownTaskType",
     "WaitTimeout",
     "Worker",
     "WorkflowSpec",

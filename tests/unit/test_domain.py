@@ -242,3 +242,16 @@ def test_a_stored_time_beyond_the_calendar_still_reads() -> None:
     assert _datetime(1e308) == datetime.max.replace(tzinfo=UTC)
     assert _datetime(-1e308) == datetime.min.replace(tzinfo=UTC)
     assert _datetime(0.0) == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def test_every_error_a_caller_may_catch_is_importable_from_offload() -> None:
+    import offload
+    from offload.domain import errors
+
+    public = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, Exception) and not name.startswith("_")
+    }
+    assert public <= set(offload.__all__)
+    assert all(getattr(offload, name) is getattr(errors, name) for name in public)
