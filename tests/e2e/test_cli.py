@@ -189,6 +189,16 @@ def test_a_setting_that_is_not_a_number_is_one_clear_line(cli: Cli, command: lis
     _assert_one_error(bad(*command), "OFFLOAD_LEASE_TTL='abc' is not a number")
 
 
+def test_waiting_with_no_worker_running_says_to_start_one(tmp_path: Path) -> None:
+    lonely = Cli(_env(tmp_path))
+    proc = lonely("task", "create", "--type", "util.echo", "--wait", "--timeout-wait", "4.5")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("hint: task ") and "no worker is running" in lines[0]
+    assert "`offload worker`" in lines[0]
+    assert lines[1].endswith("is still queued after 4.5s")
+
+
 def test_missing_workflow_file(cli: Cli, tmp_path: Path) -> None:
     _assert_one_error(cli("workflow", "submit", str(tmp_path / "nope.yaml")), "nope.yaml")
 

@@ -283,6 +283,44 @@ def render_result(result: Any) -> str:
     return json.dumps(result, default=str)
 
 
+#: How long a waited-for task may sit queued before the CLI checks that a worker runs.
+IDLE_HINT_AFTER_S = 3.0
+
+
+def wait_for(client: Client, task_id: str, timeout: float | None) -> Task:
+    """``client.wait``, saying on stderr (once) when the task sits queued and no worker is
+    running: a new user who forgot ``offload worker`` otherwise waits in silence."""
+    import time
+
+    from offload.domain.errors import OffloadError, WaitTimeout
+
+    first = IDLE_HINT_AFTER_S if timeout is None else min(IDLE_HINT_AFTER_S, timeout)
+    start = time.monotonic()
+    try:
+        return client.wait(task_id, timeout=first)
+    except WaitTimeout as exc:
+        if timeout is not None and time.monotonic() - start >= timeout:
+            raise
+        if exc.details.get("status") == "queued":
+            try:
+                idle = all(a.status.value == "offline" for a in client.list_agents())
+            except OffloadError:  # not allowed to list agents, say: no hint
+                idle = False
+            if idle:
+                stderr().print(
+                    f"hint: task {task_id} is queued and no worker is running; start one "
+                    "with `offload worker` (or `make run`) in another terminal",
+                    markup=False,
+                    soft_wrap=True,
+                )
+    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+    try:
+        return client.wait(task_id, timeout=left)
+    except WaitTimeout as exc:
+        assert timeout is not None  # only a bounded wait times out
+        raise WaitTimeout(task_id, str(exc.details.get("status")), timeout) from None
+
+
 def finish(task: Task, *, json_out: bool) -> None:
     """Print a finished task's outcome; raise :class:`CliError` unless it completed."""
     if json_out:

@@ -26,6 +26,7 @@ from offload.cli.common import (
     status_text,
     stdout,
     table,
+    wait_for,
 )
 from offload.cli.errors import CliError
 
@@ -213,7 +214,7 @@ def create(
             return
         if not json_out:
             print(task.id, flush=True)
-        finish(client.wait(task.id, timeout=timeout_wait), json_out=json_out)
+        finish(wait_for(client, task.id, timeout_wait), json_out=json_out)
 
 
 def _detail_table(task: Task) -> Table:
@@ -489,7 +490,7 @@ def wait_cmd(
 ) -> None:
     """Wait for a task to finish and print its result (exit 1 if it failed or was cancelled)."""
     with open_client(database_url) as client:
-        task = client.wait(task_id, timeout=timeout)
+        task = wait_for(client, task_id, timeout)
     finish(task, json_out=json_out)
 
 

@@ -18,6 +18,7 @@ from offload.cli.common import (
     status_text,
     stdout,
     table,
+    wait_for,
 )
 from offload.cli.errors import CliError
 
@@ -61,7 +62,7 @@ def submit(
         if wait:
             if not json_out:
                 _print_created(parent.id, children)
-            finish(client.wait(parent.id, timeout=timeout_wait), json_out=json_out)
+            finish(wait_for(client, parent.id, timeout_wait), json_out=json_out)
             return
     if json_out:
         print_json({"parent": dump(parent), "children": dump(children)})
