@@ -118,10 +118,15 @@ class ServerThread:
 
 @contextlib.contextmanager
 def running_server(
-    tmp: Path, *, auth: bool, with_tokens: bool | None = None, **settings: Any
+    tmp: Path,
+    *,
+    auth: bool,
+    with_tokens: bool | None = None,
+    db_url: str | None = None,
+    **settings: Any,
 ) -> Iterator[LiveServer]:
-    """A live server on a fresh database for the duration of the block."""
-    db_url = f"sqlite:///{tmp / f'api-{uuid.uuid4().hex[:8]}.db'}"
+    """A live server on a fresh database (SQLite unless ``db_url``) for the block."""
+    db_url = db_url or f"sqlite:///{tmp / f'api-{uuid.uuid4().hex[:8]}.db'}"
     thread = ServerThread(
         db_url,
         ApiSettings(auth=auth, **settings),

@@ -53,11 +53,22 @@ CHECKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def fuzz_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    # Both backends: a value one database stores and the other refuses (NUL in text, say)
+    # must be a 4xx on both.
+    db_url = None
+    if request.param == "postgres":
+        db_url = request.getfixturevalue("pg_server").new_database()
     # A generous submit quota: the fuzzer submits a lot; 429 is tested elsewhere.
     with running_server(
-        tmp_path_factory.mktemp("fuzz"), auth=True, submit_rate=1e6, submit_burst=1e6
+        tmp_path_factory.mktemp("fuzz"),
+        auth=True,
+        db_url=db_url,
+        submit_rate=1e6,
+        submit_burst=1e6,
     ) as live:
         yield live
 
