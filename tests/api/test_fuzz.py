@@ -78,7 +78,12 @@ def _shorten_waits(case: Any) -> None:
         if isinstance(part, dict):
             for key in _WAITS & part.keys():
                 value = part[key]
-                if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                # Only valid waits are shortened: an out-of-range one must still be refused.
+                if (
+                    isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                    and 0 < value <= 60
+                ):
                     part[key] = min(value, 0.05)
     if case.path == "/v1/events" and case.method.upper() == "GET":
         # The stream is endless by design; `timeout` closes it.

@@ -502,3 +502,25 @@ def test_a_chunked_body_over_the_limit_is_413(tmp_path: Any) -> None:
         r = http.post("/v1/tasks", content=chunks(), headers={"Content-Type": "application/json"})
         error(r, 413, "too_large")
         assert http.post("/v1/tasks", json={"type": "util.echo"}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/reviews", {"offset": str(10**30)}),
+        ("/v1/tasks", {"offset": str(10**30)}),
+        ("/v1/events", {"type": "a\x00b", "timeout": "0.1"}),
+        ("/v1/events", {"after": str(2**63)}),
+        ("/v1/tasks", {"search": "a\x00b"}),
+    ],
+)
+def test_out_of_range_and_nul_parameters_are_422_before_any_work(
+    admin: httpx.Client, path: str, params: dict[str, str]
+) -> None:
+    error(admin.get(path, params=params), 422, "invalid_input")
+
+
+def test_events_after_a_seq_beyond_the_database_range_is_422(alice: httpx.Client) -> None:
+    task = submit(alice, type="util.echo", queue=unique())
+    r = alice.get(f"/v1/tasks/{task['id']}/events", params={"after": str(2**63)})
+    error(r, 422, "invalid_input")

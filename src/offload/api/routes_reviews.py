@@ -46,7 +46,7 @@ async def list_reviews(
     ] = ReviewStatus.PENDING,
     owner: Annotated[str | None, Query(max_length=200, description="admins only")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     *,
     request: Request,
 ) -> Response:

@@ -26,6 +26,7 @@ from offload.api.schemas import (
 )
 from offload.domain.errors import NotFound
 from offload.domain.models import (
+    MAX_SEQ,
     Task,
     TaskEvent,
     TaskFilter,
@@ -209,7 +210,7 @@ async def task_events(
     task_id: TaskId,
     caller: CallerDep,
     ctx: ContextDep,
-    after: Annotated[int, Query(ge=0, description="only events with seq > after")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="only events with seq > after")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     wait: Annotated[
         float, Query(ge=0, le=60, description="seconds to wait for the first new event")

@@ -20,7 +20,7 @@ from offload.api.changes import RECHECK_S
 from offload.api.deps import ApiContext, CallerDep, ContextDep
 from offload.api.errors import COMMON, responses
 from offload.domain.errors import InvalidInput
-from offload.domain.models import EventFilter
+from offload.domain.models import MAX_SEQ, EventFilter
 from offload.domain.status import expand_statuses
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=responses(*COMMON))
@@ -52,7 +52,9 @@ async def events(
         Query(description="tasks currently in these statuses (aliases ok; repeat or comma)"),
     ] = None,
     owner: Annotated[str | None, Query(max_length=200, description="admins only")] = None,
-    after: Annotated[int | None, Query(ge=0, description="start after this seq")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="start after this seq")
+    ] = None,
     timeout: Annotated[
         float | None, Query(gt=0, le=86_400, description="close the stream after this long")
     ] = None,
@@ -88,8 +90,10 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
             raise InvalidInput(
                 "Last-Event-ID must be an event seq (an integer)", field="Last-Event-ID"
             ) from None
-        if seq < 0:
-            raise InvalidInput("Last-Event-ID must not be negative", field="Last-Event-ID")
+        if not 0 <= seq <= MAX_SEQ:
+            raise InvalidInput(
+                f"Last-Event-ID must be an event seq from 0 to {MAX_SEQ}", field="Last-Event-ID"
+            )
         return seq
     return after
 

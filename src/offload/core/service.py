@@ -39,6 +39,7 @@ from offload.domain.flow import (
 from offload.domain.ids import new_id
 from offload.domain.models import (
     MAX_BULK,
+    MAX_SEQ,
     Ack,
     Agent,
     AgentRegistration,
@@ -412,6 +413,7 @@ class QueueService:
         self, task_id: str, after: int = 0, limit: int = 1000, owner: str | None = None
     ) -> builtins.list[TaskEvent]:
         """A task's event log."""
+        _check_seq(after)
         if owner is not None:
             await self.get(task_id, owner)
         return await self.store.events(task_id, after, limit)
@@ -437,6 +439,7 @@ class QueueService:
         self, task_id: str, after: int = 0, timeout: float = 30.0, owner: str | None = None
     ) -> builtins.list[TaskEvent]:
         """Events after ``after``; waits up to ``timeout`` for the first one."""
+        _check_seq(after)
         await self.get(task_id, owner)
         deadline = time.monotonic() + timeout
         while True:
@@ -452,6 +455,7 @@ class QueueService:
     ) -> builtins.list[TaskEvent]:
         """Events of every task (or those ``flt`` selects) after ``after_seq``: the source of
         the live stream. Pass ``flt.owner`` to restrict to one tenant."""
+        _check_seq(after_seq)
         return await self.store.events_since(after_seq, limit, flt)
 
     async def last_event_seq(self) -> int:
@@ -773,6 +777,11 @@ def _default_title(spec: TaskSpec) -> str | None:
 
 
 _DEFAULT_RETRY = RetryPolicy()
+
+
+def _check_seq(after: int) -> None:
+    if not 0 <= after <= MAX_SEQ:
+        raise InvalidInput(f"after must be an event seq from 0 to {MAX_SEQ}", field="after")
 
 
 def _topological(graph: dict[str, builtins.list[str]]) -> builtins.list[str]:

@@ -6,10 +6,12 @@ MCP) and serialise to the snake_case JSON of the API.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,6 +29,47 @@ from offload.domain.flow import WaitingOn, check_resource_name
 from offload.domain.status import Status
 
 JSON = Any
+_T = TypeVar("_T")
+#: The largest event seq (and offset) a database integer holds.
+MAX_SEQ = 2**63 - 1
+
+
+def has_non_finite(value: Any) -> bool:
+    """Whether a JSON-like value holds a float NaN or infinity anywhere."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_non_finite(v) for v in value)
+    return False
+
+
+def _storable(value: Any) -> Any:
+    # Caught here, where the field is known, rather than as a server error at the insert.
+    if value is None or (isinstance(value, dict | list) and not value):
+        return value
+    try:
+        text = orjson.dumps(value)
+    except TypeError as exc:
+        raise ValueError(f"cannot be stored as JSON: {exc}") from None
+    if b"null" in text and has_non_finite(value):
+        raise ValueError("holds NaN or infinity, which JSON cannot carry")
+    return value
+
+
+def _refuse_nul(v: _T) -> _T:
+    # PostgreSQL text cannot hold NUL; refused on every backend so both behave alike (a
+    # filter too: a live stream must refuse it before it starts, not fail half way).
+    texts = v if isinstance(v, list) else [v]
+    if any(isinstance(t, str) and "\x00" in t for t in texts):
+        raise ValueError("contains a NUL character (\\x00), which cannot be stored")
+    return v
+
+
+#: JSON a caller gives that is stored as it is (metadata, checkpoint data, …).
+StoredJSON = Annotated[Any, AfterValidator(_storable)]
+StoredObject = Annotated[dict[str, Any], AfterValidator(_storable)]
 
 PRIORITY_NAMES: dict[str, int] = {"low": 2, "normal": 5, "high": 8, "critical": 10}
 MAX_BULK = 1000
@@ -127,7 +170,7 @@ class Requester(_Model):
 
     kind: RequesterKind = RequesterKind.HUMAN
     id: str | None = None
-    context: JSON = None
+    context: StoredJSON = None
 
 
 class DependencyOn(StrEnum):
@@ -149,7 +192,7 @@ class Condition(_Model):
 
     path: str = Field(description="dot path into the upstream result; '' is the whole result")
     op: Literal["==", "!=", ">", ">=", "<", "<=", "in", "contains", "exists"] = "=="
-    value: JSON = None
+    value: StoredJSON = None
 
 
 class Dependency(_Model):
@@ -256,7 +299,7 @@ class Checkpoint(_Model):
 
     name: str
     at: datetime
-    data: JSON = None
+    data: StoredJSON = None
 
 
 class Artifact(_Model):
@@ -266,7 +309,7 @@ class Artifact(_Model):
     content_type: str = "application/octet-stream"
     size: int = 0
     uri: str | None = None
-    inline: JSON = None
+    inline: StoredJSON = None
 
 
 class ReviewStatus(StrEnum):
@@ -533,7 +576,7 @@ class TaskSpec(_Model):
     idempotency_key: str | None = Field(None, max_length=200)
     cache_ttl_s: float | None = Field(None, ge=0)
     complexity: Complexity | None = None
-    metadata: dict[str, JSON] = Field(default_factory=dict)
+    metadata: StoredObject = Field(default_factory=dict)
     review: OptionalReviewSpec = None
     #: Units of named resources the task holds while it runs, e.g. ``{"gpu": 1}``.
     resources: dict[str, int] = Field(default_factory=dict, max_length=20)
@@ -565,10 +608,7 @@ class TaskSpec(_Model):
     )  # fmt: skip
     @classmethod
     def _no_nul(cls, v: str | None) -> str | None:
-        # PostgreSQL text cannot hold NUL; refused on every backend so both behave alike.
-        if v is not None and "\x00" in v:
-            raise ValueError("contains a NUL character (\\x00), which cannot be stored")
-        return v
+        return _refuse_nul(v)
 
 
 class WorkflowSpec(_Model):
@@ -583,7 +623,7 @@ class WorkflowSpec(_Model):
     owner: str | None = None
     requester: Requester | None = None
     idempotency_key: str | None = None
-    metadata: dict[str, JSON] = Field(default_factory=dict)
+    metadata: StoredObject = Field(default_factory=dict)
 
 
 class TaskFilter(_Model):
@@ -592,6 +632,10 @@ class TaskFilter(_Model):
     status: list[str] | None = None
     type: str | None = None
     agent_id: str | None = None
+
+    _no_nul = field_validator(
+        "status", "type", "agent_id", "owner", "tag", "queue", "parent_id", "search"
+    )(_refuse_nul)
 
     @field_validator("status", mode="before")
     @classmethod
@@ -608,7 +652,7 @@ class TaskFilter(_Model):
     search: str | None = None
     #: 0 asks for the ``total`` alone (a cheap count: no rows are read or sent).
     limit: int = Field(50, ge=0, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=10_000_000)
 
 
 class TaskPage(_Model):
@@ -645,6 +689,8 @@ class EventFilter(_Model):
     type: str | None = None
     status: list[str] | None = None
     owner: str | None = None
+
+    _no_nul = field_validator("task_id", "type", "status", "owner")(_refuse_nul)
 
 
 class ClaimRequest(_Model):
@@ -755,7 +801,7 @@ class AgentRegistration(_Model):
     max_concurrency: int = Field(1, ge=1, le=100_000)
     queues: list[str] = Field(default_factory=lambda: ["default"])
     endpoint: str | None = None
-    metadata: dict[str, JSON] = Field(default_factory=dict)
+    metadata: StoredObject = Field(default_factory=dict)
 
 
 class Agent(_Model):

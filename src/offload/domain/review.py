@@ -68,7 +68,7 @@ class ReviewFilter(BaseModel):
     status: ReviewStatus = ReviewStatus.PENDING
     owner: str | None = None
     limit: int = Field(50, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=10_000_000)
 
     def reviewer_keys(self, agent_capabilities: list[str] | None = None) -> list[str]:
         """Every ``review.reviewer`` value this filter matches ([] = any reviewer)."""

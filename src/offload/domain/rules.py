@@ -13,7 +13,13 @@ from enum import Enum
 from typing import Any
 
 from offload.domain.errors import DependencyError, InvalidInput
-from offload.domain.models import BackoffKind, Condition, DependencyOn, RetryPolicy
+from offload.domain.models import (
+    BackoffKind,
+    Condition,
+    DependencyOn,
+    RetryPolicy,
+    has_non_finite,
+)
 from offload.domain.status import Status
 
 _MISSING = object()
@@ -272,17 +278,6 @@ def effective_priority(
     if aging_interval_s <= 0:
         return priority
     return min(10, priority + int(max(waited_s, 0) // aging_interval_s))
-
-
-def has_non_finite(value: Any) -> bool:
-    """Whether a JSON-like value holds a float NaN or infinity anywhere."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(has_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(has_non_finite(v) for v in value)
-    return False
 
 
 def validate_json_size(value: Any, limit_bytes: int, field: str) -> bytes:

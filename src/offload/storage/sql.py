@@ -551,8 +551,9 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         """Newest first, filtered, with the total."""
         where: list[str] = []
         args: list[Any] = []
-        if flt.status:
-            statuses = expand_statuses(flt.status)
+        # Blank names (`?status=`) select nothing to filter by, not an empty IN ().
+        statuses = expand_statuses(flt.status or ())
+        if statuses:
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             args += sorted(s.value for s in statuses)
         for col, val in (
@@ -612,8 +613,8 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 if val is not None:
                     where.append(f"{col} = ?")
                     args.append(val)
-            if flt.status:
-                statuses = sorted(s.value for s in expand_statuses(flt.status))
+            statuses = sorted(s.value for s in expand_statuses(flt.status or ()))
+            if statuses:
                 where.append(f"t.status IN ({', '.join('?' * len(statuses))})")
                 args += statuses
 

@@ -15,8 +15,7 @@ import orjson
 from pydantic import BaseModel
 
 from offload.domain.errors import Fatal, InvalidInput, Retry
-from offload.domain.models import Completion, ErrorInfo, Failure
-from offload.domain.rules import has_non_finite
+from offload.domain.models import Completion, ErrorInfo, Failure, has_non_finite
 
 #: Tracebacks are stored with the error; keep the tail (where the cause is) within this size.
 TRACEBACK_LIMIT = 8_000
