@@ -22,6 +22,7 @@ from offload.domain.models import (
     ClaimRequest,
     Completion,
     ErrorInfo,
+    EventFilter,
     Failure,
     LeaseRef,
     ProgressUpdate,
@@ -455,6 +456,14 @@ def test_nul_characters_are_refused_or_found_nowhere_never_a_database_error(
     for field in ("search", "tag", "type", "status"):
         with pytest.raises(ValueError, match="NUL character"):
             TaskFilter.model_validate({field: "a\x00b"})
+
+
+def test_a_blank_status_filter_filters_nothing(svc: Harness) -> None:
+    task = svc(svc.service.submit(spec()))
+    for blank in ([""], [" ", ","]):
+        page = svc(svc.service.list(TaskFilter(status=blank)))
+        assert task.id in {t.id for t in page.tasks}
+    assert svc(svc.service.events_since(0, EventFilter(status=[""])))
 
 
 def test_failure_propagates_down_a_chain_and_retry_revives(svc: Harness) -> None:
