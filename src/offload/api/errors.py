@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from offload.core.auth import Unauthenticated
-from offload.domain.errors import OffloadError
+from offload.domain.errors import OffloadError, summarize, validation_items
 
 log = logging.getLogger("offload.api")
 
@@ -82,28 +82,13 @@ def error_response(
     return JSONResponse(body, status_code=status)
 
 
-def _field(loc: tuple[Any, ...] | list[Any]) -> str:
-    # Drop the "body"/"query"/"path" prefix: callers know where they put the field.
-    parts = [str(p) for p in loc]
-    if len(parts) > 1 and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-    return ".".join(parts) or "body"
-
-
 def validation_details(errors: list[Any]) -> tuple[str, dict[str, Any]]:
     """A one-line message naming the fields, and ``details`` with every error."""
-    items = []
-    for err in errors:
-        kind = err.get("type", "")
-        msg = "unexpected field" if kind == "extra_forbidden" else str(err.get("msg", ""))
-        msg = msg.removeprefix("Value error, ")
-        items.append({"field": _field(err.get("loc", ())), "message": msg, "type": kind})
-    shown = "; ".join(f"{i['field']}: {i['message']}" for i in items[:5])
-    more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+    items = validation_items(errors)
     details: dict[str, Any] = {"errors": items}
     if items:
         details["field"] = items[0]["field"]
-    return f"invalid request: {shown}{more}", details
+    return f"invalid request: {summarize(items, 5)}", details
 
 
 async def _offload_error(request: Request, exc: Exception) -> JSONResponse:

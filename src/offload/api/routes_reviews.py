@@ -16,7 +16,7 @@ from offload.api import render
 from offload.api.deps import CallerDep, ContextDep, audit_details
 from offload.api.errors import COMMON, responses
 from offload.domain.errors import InvalidInput
-from offload.domain.models import ReviewStatus, Task, TaskPage
+from offload.domain.models import MAX_OFFSET, ReviewStatus, Task, TaskPage
 from offload.domain.review import ReviewDecision, ReviewFilter
 
 router = APIRouter(prefix="/v1", tags=["reviews"], responses=responses(*COMMON))
@@ -46,7 +46,7 @@ async def list_reviews(
     ] = ReviewStatus.PENDING,
     owner: Annotated[str | None, Query(max_length=200, description="admins only")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     *,
     request: Request,
 ) -> Response:

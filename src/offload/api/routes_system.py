@@ -13,7 +13,7 @@ from offload.api.deps import CallerDep, ContextDep, audit_details, context
 from offload.api.errors import COMMON, responses
 from offload.api.schemas import AuditPage, Health, Ready, TaskTypeList, TokenCreate, TokenList
 from offload.domain.errors import Unavailable
-from offload.domain.models import NewToken, Role, Stats, TokenInfo
+from offload.domain.models import MAX_OFFSET, NewToken, Role, Stats, TokenInfo
 
 router = APIRouter(responses=responses(*COMMON))
 probes = APIRouter(tags=["system"])
@@ -70,7 +70,7 @@ async def audit(
     caller: CallerDep,
     ctx: ContextDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     actor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:
     """Every state-changing call, newest first: who, what, target, when, status (admin)."""

@@ -26,6 +26,7 @@ from offload.api.schemas import (
 )
 from offload.domain.errors import NotFound
 from offload.domain.models import (
+    MAX_OFFSET,
     MAX_SEQ,
     Task,
     TaskEvent,
@@ -122,7 +123,7 @@ async def list_tasks(
     search: Annotated[str | None, Query(max_length=500, description="text in the title")] = None,
     parent_id: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=0, le=1000, description="0: only the total, no tasks")] = 50,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Response:
     """Newest first, with the ``total`` matching (for paging)."""
     statuses = [part for value in status or [] for part in value.split(",") if part.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -139,3 +140,33 @@ class Retry(Exception):
     def __init__(self, message: str = "retry requested", *, delay_s: float | None = None) -> None:
         super().__init__(message)
         self.delay_s = delay_s
+
+
+def validation_items(
+    errors: Iterable[Mapping[str, Any]], *, extra: str = "unexpected field", empty: str = "body"
+) -> list[dict[str, str]]:
+    """One ``{field, message, type}`` per pydantic error: the field as a dotted path
+    (without the ``body``/``query``/… prefix a request adds; ``empty`` for the whole value),
+    the message without pydantic's "Value error, " prefix; ``extra`` says what an unknown
+    field is called."""
+    items = []
+    for err in errors:
+        kind = str(err.get("type", ""))
+        msg = extra if kind == "extra_forbidden" else str(err.get("msg", ""))
+        parts = [str(p) for p in err.get("loc", ())]
+        if len(parts) > 1 and parts[0] in ("body", "query", "path", "header"):
+            parts = parts[1:]
+        items.append(
+            {
+                "field": ".".join(parts) or empty,
+                "message": msg.removeprefix("Value error, "),
+                "type": kind,
+            }
+        )
+    return items
+
+
+def summarize(items: list[dict[str, str]], limit: int) -> str:
+    """``field: message; …`` for the first ``limit`` items, then how many more."""
+    shown = "; ".join(f"{i['field']}: {i['message']}" for i in items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")

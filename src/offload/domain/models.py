@@ -24,25 +24,40 @@ from pydantic import (
     model_validator,
 )
 
-from offload.domain.errors import InvalidInput
+from offload.domain.errors import InvalidInput, summarize, validation_items
 from offload.domain.flow import WaitingOn, check_resource_name
 from offload.domain.status import Status
 
 JSON = Any
 _T = TypeVar("_T")
-#: The largest event seq (and offset) a database integer holds.
+#: The largest event seq a database integer holds.
 MAX_SEQ = 2**63 - 1
+#: The deepest a listing pages (beyond it, filter instead).
+MAX_OFFSET = 10_000_000
 
 
-def has_non_finite(value: Any) -> bool:
+def _has_non_finite(value: Any) -> bool:
     """Whether a JSON-like value holds a float NaN or infinity anywhere."""
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, dict):
-        return any(has_non_finite(v) for v in value.values())
+        return any(_has_non_finite(v) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(has_non_finite(v) for v in value)
+        return any(_has_non_finite(v) for v in value)
     return False
+
+
+#: Why a value holding NaN or infinity is refused.
+NOT_FINITE = "holds NaN or infinity, which JSON cannot carry"
+
+
+def strict_json(value: Any, option: int = 0) -> bytes:
+    """``value`` as JSON: ``TypeError`` for a type JSON has no form for, ``ValueError``
+    (:data:`NOT_FINITE`) for NaN or infinity, which orjson would write as ``null``."""
+    text = orjson.dumps(value, option=option)
+    if b"null" in text and _has_non_finite(value):
+        raise ValueError(NOT_FINITE)
+    return text
 
 
 def _storable(value: Any) -> Any:
@@ -50,11 +65,9 @@ def _storable(value: Any) -> Any:
     if value is None or (isinstance(value, dict | list) and not value):
         return value
     try:
-        text = orjson.dumps(value)
+        strict_json(value)
     except TypeError as exc:
         raise ValueError(f"cannot be stored as JSON: {exc}") from None
-    if b"null" in text and has_non_finite(value):
-        raise ValueError("holds NaN or infinity, which JSON cannot carry")
     return value
 
 
@@ -120,19 +133,10 @@ def validated(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors()[:3]:
-            where = ".".join(str(p) for p in err.get("loc", ())) or "value"
-            msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown option"
-            parts.append(f"{where}: {msg}")
-        more = exc.error_count() - len(parts)
-        first = exc.errors()[0].get("loc", ())
-        raise InvalidInput(
-            "; ".join(parts) + (f" (+{more} more)" if more > 0 else ""),
-            field=".".join(str(p) for p in first) or None,
-        ) from None
+        errors = exc.errors()
+        items = validation_items(errors, extra="unknown option", empty="value")
+        field = items[0]["field"] if errors[0].get("loc") else None
+        raise InvalidInput(summarize(items, 3), field=field) from None
 
 
 def _trusted(cls: type[M], values: dict[str, Any]) -> M:
@@ -652,7 +656,7 @@ class TaskFilter(_Model):
     search: str | None = None
     #: 0 asks for the ``total`` alone (a cheap count: no rows are read or sent).
     limit: int = Field(50, ge=0, le=1000)
-    offset: int = Field(0, ge=0, le=10_000_000)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class TaskPage(_Model):

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from offload.domain.models import (
+    MAX_OFFSET,
     ErrorInfo,
     Review,
     ReviewDecisionKind,
@@ -68,7 +69,7 @@ class ReviewFilter(BaseModel):
     status: ReviewStatus = ReviewStatus.PENDING
     owner: str | None = None
     limit: int = Field(50, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=10_000_000)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
     def reviewer_keys(self, agent_capabilities: list[str] | None = None) -> list[str]:
         """Every ``review.reviewer`` value this filter matches ([] = any reviewer)."""

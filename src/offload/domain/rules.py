@@ -18,7 +18,7 @@ from offload.domain.models import (
     Condition,
     DependencyOn,
     RetryPolicy,
-    has_non_finite,
+    strict_json,
 )
 from offload.domain.status import Status
 
@@ -282,19 +282,13 @@ def effective_priority(
 
 def validate_json_size(value: Any, limit_bytes: int, field: str) -> bytes:
     """Refuse JSON values bigger than ``limit_bytes`` once serialised; returns the JSON."""
-    import orjson
-
     try:
-        text = orjson.dumps(value)
-        size = len(text)
+        text = strict_json(value)
     except TypeError as exc:
         raise InvalidInput(f"{field} is not JSON-serialisable: {exc}", field=field) from None
-    if b"null" in text and has_non_finite(value):
-        # orjson writes NaN and infinity as null: refused, rather than stored changed.
-        raise InvalidInput(
-            f"{field} holds NaN or infinity, which JSON cannot carry; send null or a string",
-            field=field,
-        )
+    except ValueError as exc:
+        raise InvalidInput(f"{field} {exc}; send null or a string", field=field) from None
+    size = len(text)
     if size > limit_bytes:
         from offload.domain.errors import TooLarge
 

@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel
 
 from offload.domain.errors import Fatal, InvalidInput, Retry
-from offload.domain.models import Completion, ErrorInfo, Failure, has_non_finite
+from offload.domain.models import NOT_FINITE, Completion, ErrorInfo, Failure, strict_json
 
 #: Tracebacks are stored with the error; keep the tail (where the cause is) within this size.
 TRACEBACK_LIMIT = 8_000
@@ -64,23 +64,18 @@ def to_json(value: Any) -> Any:
     """``value`` as plain JSON data (pydantic models dumped); ``TypeError`` if it has none."""
     if isinstance(value, _SCALARS):
         if isinstance(value, float) and not math.isfinite(value):
-            raise TypeError(_NOT_FINITE)
+            raise TypeError(f"it {NOT_FINITE}")
         return value
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     # A round trip through orjson turns tuples, dataclasses, datetimes, UUIDs, numpy scalars…
     # into JSON once here, so the store never meets a value it cannot encode.
     try:
-        text = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.loads(strict_json(value, orjson.OPT_SERIALIZE_NUMPY))
     except orjson.JSONEncodeError as exc:
         raise TypeError(str(exc)) from None
-    # orjson writes NaN and infinity as null: refuse, rather than store a changed result.
-    if b"null" in text and has_non_finite(value):
-        raise TypeError(_NOT_FINITE)
-    return orjson.loads(text)
-
-
-_NOT_FINITE = "it holds NaN or infinity, which JSON cannot carry"
+    except ValueError as exc:
+        raise TypeError(f"it {exc}") from None
 
 
 def _error_failure(task_id: str, lease_id: str, error: BaseException) -> Failure:
