@@ -208,3 +208,11 @@ def unprintable() -> None:
 def not_a_number() -> dict[str, float]:
     """Return what JSON cannot carry."""
     return {"x": float("nan")}
+
+
+@offload.task("wt.heap")
+def heap() -> dict[str, int]:
+    """How many objects the worker process froze out of garbage collection."""
+    import gc
+
+    return {"frozen": gc.get_freeze_count(), "pid": os.getpid()}

@@ -139,3 +139,13 @@ def test_sigterm_is_graceful(tmp_path: Path, procs: Processes) -> None:
     # The embedded worker finished the running task before the process exited.
     done = json.loads(ok(env, "task", "status", task.id, "--json"))
     assert done["status"] == "completed", procs.log(server)
+
+
+def test_serve_exempts_its_startup_heap_from_collection(tmp_path: Path, procs: Processes) -> None:
+    # The embedded worker runs in the server's process: wt.heap reports that process's
+    # frozen objects (the app, its routes and schemas, the task modules).
+    env = clean_env(tmp_path)
+    _, url = procs.serve(env, "--workers", "1", "--import", "tests.worker_tasks")
+    out = ok(env | {"OFFLOAD_URL": url}, "task", "create", "--type", "wt.heap", "--wait",
+             "--timeout-wait", "30", "--json")  # fmt: skip
+    assert json.loads(out)["result"]["frozen"] > 10_000, out

@@ -374,7 +374,11 @@ def test_worker_runs_types_from_import(tmp_path: Path) -> None:
         "import offload\n\n"
         "@offload.task('custom.shout')\n"
         "def shout(text: str) -> str:\n"
-        "    return text.upper()\n"
+        "    return text.upper()\n\n"
+        "@offload.task('custom.frozen')\n"
+        "def frozen() -> int:\n"
+        "    import gc\n"
+        "    return gc.get_freeze_count()\n"
     )
     cli = Cli(_env(tmp_path) | {"OFFLOAD_IMPORTS": str(tmp_path / "my_cli_tasks.py")})
     proc = subprocess.Popen(
@@ -398,6 +402,11 @@ def test_worker_runs_types_from_import(tmp_path: Path) -> None:
             "30",
         )
         assert out.splitlines()[-1] == "HI"
+        # `offload worker` exempts its start-up heap from collection (as python -m does).
+        frozen = cli.ok(
+            "task", "create", "--type", "custom.frozen", "--wait", "--timeout-wait", "30"
+        )
+        assert int(frozen.splitlines()[-1]) > 10_000
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)

@@ -192,3 +192,16 @@ def test_imports_come_from_env_and_a_bad_one_fails_in_one_line(
     assert client.wait(task.id, timeout=20).result == 5
     os.kill(from_env.pid, signal.SIGINT)
     assert exit_code(from_env, 15) == 0
+
+
+def test_a_worker_process_exempts_its_startup_heap_from_collection(
+    client: offload.Client, workers: WorkerProcesses
+) -> None:
+    # Full collections of a busy worker walked every module and schema it had loaded: the
+    # process freezes its start-up heap once, so they walk only what it made since.
+    proc = workers.spawn("--concurrency", "2")
+    task = client.submit("wt.heap", {})
+    done = wait_status(client, task.id, {Status.COMPLETED}, 30)
+    assert done.result["pid"] == proc.pid
+    # Tens of thousands of start-up objects (modules, classes, the task modules' types).
+    assert done.result["frozen"] > 10_000, done.result

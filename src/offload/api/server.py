@@ -22,6 +22,7 @@ from offload.api.config import ApiSettings, is_loopback
 from offload.core.auth import AuthService
 from offload.core.service import QueueService
 from offload.domain.errors import InvalidInput, Unavailable
+from offload.domain.settings import freeze_startup_heap
 
 log = logging.getLogger("offload.api")
 
@@ -145,5 +146,5 @@ async def serve(
     # Everything loaded so far (modules, schemas, the registry) lives as long as the process:
     # keeping it out of the collector's scans shortens the pauses that make latency tails.
     gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
     await ApiServer(app, sock, log_level=log_level, access_log=access_log).serve()

@@ -56,6 +56,7 @@ def worker(
         os.environ["OFFLOAD_URL"] = url
         database_url = None
     from offload.core.registry import default_registry
+    from offload.domain.settings import freeze_startup_heap
     from offload.worker.runtime import Worker, load_imports
 
     # Unimportable modules raise InvalidInput, reported as one line by main().
@@ -82,4 +83,5 @@ def worker(
             markup=False,
             soft_wrap=True,
         )
+        freeze_startup_heap()
         runner.run()

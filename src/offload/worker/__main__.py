@@ -43,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from offload.client.base import Client
+    from offload.domain.settings import freeze_startup_heap
     from offload.worker.runtime import Worker, load_imports
 
     try:
         load_imports(_split(args.imports) + _split([os.environ.get("OFFLOAD_IMPORTS", "")]))
         with Client(database_url=args.database_url) as client:
+            freeze_startup_heap()
             Worker(
                 client,
                 capabilities=_split(args.capabilities) or None,
