@@ -216,3 +216,9 @@ def heap() -> dict[str, int]:
     import gc
 
     return {"frozen": gc.get_freeze_count(), "pid": os.getpid()}
+
+
+@offload.task("wt.blob", retries=3)
+def blob(n: int) -> str:
+    """A result of ``n`` characters."""
+    return "x" * n

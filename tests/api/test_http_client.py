@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from offload.client.base import AsyncClient
@@ -29,6 +30,7 @@ from offload.domain.errors import (
     WaitTimeout,
 )
 from offload.domain.models import (
+    Ack,
     AgentRegistration,
     ClaimRequest,
     Completion,
@@ -36,6 +38,7 @@ from offload.domain.models import (
     ProgressUpdate,
     TaskSpec,
 )
+from offload.domain.status import Status
 from tests.api.conftest import LiveServer, running_server, unique
 
 pytestmark = pytest.mark.timeout(60)
@@ -190,6 +193,47 @@ def test_worker_protocol_round_trip_over_http(server: LiveServer) -> None:
             await client.deregister_agent(agent.id)
             agents = {a.id: a for a in await client.list_agents()}
             assert agents[agent.id].status.value == "offline"
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_big_bodies_and_big_results_over_http(server: LiveServer) -> None:
+    async def run() -> None:
+        client = HttpClient(server.url)
+        try:
+            # A body over the server's limit is answered 413 after it is read, so the
+            # client gets the reason rather than a reset connection ("cannot reach").
+            with pytest.raises(TooLarge, match="request body is over the limit"):
+                await client.submit("util.echo", {"blob": "x" * 6_000_000})
+            agent = await client.register_agent(AgentRegistration(name="big-results"))
+            queue = unique()
+            tasks = [await client.submit("util.echo", {"i": i}, queue=queue) for i in range(9)]
+            leased = await client.claim(ClaimRequest(agent_id=agent.id, queues=[queue], max=9))
+            assert len(leased) == 9
+            lease = {t.id: t.lease.id for t in leased if t.lease is not None}
+            # A result over the server's 4 MB limit: refused, the lease kept.
+            over = tasks[0]
+            with pytest.raises(TooLarge, match="OFFLOAD_MAX_RESULT_BYTES"):
+                await client._post(
+                    f"/v1/tasks/{over.id}/complete", Ack,
+                    orjson.dumps({"lease_id": lease[over.id], "result": "x" * 4_100_000}),
+                )  # fmt: skip
+            assert (await client.get(over.id)).status is Status.RUNNING
+            # Eight results of 0.9 MB: 7 MB in all, over the 5 MB body limit as one request;
+            # the client sends them in several, and every one is stored.
+            rest = [
+                Completion(task_id=t.id, lease_id=lease[t.id], result="r" * 900_000)
+                for t in tasks[1:]
+            ]
+            acks = await client.complete(rest)
+            assert [(a.task_id, a.ok) for a in acks] == [(c.task_id, True) for c in rest]
+            assert len((await client.get(tasks[8].id)).result) == 900_000
+            (ack,) = await client.complete(
+                [Completion(task_id=over.id, lease_id=lease[over.id], result="fits")]
+            )
+            assert ack.ok
         finally:
             await client.close()
 

@@ -31,6 +31,7 @@ from offload.domain.models import (
     TaskSpec,
     WorkflowSpec,
 )
+from offload.domain.settings import Settings
 from offload.domain.status import Status
 
 from .conftest import Harness
@@ -228,6 +229,30 @@ def test_types_filter_and_pin_exclude_others(svc: Harness) -> None:
 
 
 # --------------------------------------------------------------------------- leases
+
+
+def test_a_result_over_the_limit_is_refused_and_the_lease_kept(svc: Harness) -> None:
+    svc.service.settings = Settings(max_result_bytes=100)
+    big, small = (svc(svc.service.submit(spec())) for _ in range(2))
+    leased = {t.id: t for t in claim(svc)}
+    acks = svc(
+        svc.service.complete([
+            Completion(task_id=big.id, lease_id=leased[big.id].lease.id, result="x" * 200),
+            Completion(task_id=small.id, lease_id=leased[small.id].lease.id, result="ok"),
+        ])
+    )  # fmt: skip
+    # In the order given: the big one refused with the limit and the way out, the other kept.
+    assert [(a.task_id, a.ok, a.code) for a in acks] == [
+        (big.id, False, "too_large"),
+        (small.id, True, None),
+    ]
+    assert "202 bytes of JSON; the limit is 100" in acks[0].message
+    assert svc(svc.service.get(small.id)).result == "ok"
+    # Nothing of the refused result was stored; the lease still holds, so a smaller one goes.
+    held = svc(svc.service.get(big.id))
+    assert held.status is Status.RUNNING and held.result is None
+    assert complete(svc, leased[big.id], "short").ok
+    assert svc(svc.service.get(big.id)).result == "short"
 
 
 def test_lease_fencing_expiry_and_reclaim(svc: Harness) -> None:

@@ -184,9 +184,18 @@ def test_a_database_file_that_cannot_be_opened_is_one_clear_line(
 
 
 @pytest.mark.parametrize("command", [["worker"], ["task", "list"]])
-def test_a_setting_that_is_not_a_number_is_one_clear_line(cli: Cli, command: list[str]) -> None:
-    bad = Cli({**cli.env, "OFFLOAD_LEASE_TTL": "abc"})
-    _assert_one_error(bad(*command), "OFFLOAD_LEASE_TTL='abc' is not a number")
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("OFFLOAD_LEASE_TTL", "abc", "OFFLOAD_LEASE_TTL='abc' is not a number"),
+        ("OFFLOAD_MAX_RESULT_BYTES", "0", "OFFLOAD_MAX_RESULT_BYTES must be a positive number"),
+    ],
+)
+def test_a_setting_that_is_not_a_number_is_one_clear_line(
+    cli: Cli, command: list[str], name: str, value: str, says: str
+) -> None:
+    bad = Cli({**cli.env, name: value})
+    _assert_one_error(bad(*command), says)
 
 
 def test_waiting_with_no_worker_running_says_to_start_one(tmp_path: Path) -> None:

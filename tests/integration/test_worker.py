@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -312,3 +313,35 @@ def test_worker_without_task_types_refuses_to_start(client: offload.Client) -> N
     worker = Worker(client, registry=offload.Registry())
     with pytest.raises(InvalidInput, match="no task types"):
         worker.run()
+
+
+@pytest.mark.parametrize("limited_at", ["worker", "store"])
+def test_a_result_over_the_limit_fails_at_once_with_the_reason(
+    limited_at: str, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker refuses a big result before sending it; a store that takes less than the
+    # worker does refuses it too, and the worker then fails the attempt the same way.
+    # Either way: no retry, no lease left to expire, the reason in the task's error.
+    if limited_at == "store":
+        monkeypatch.setenv("OFFLOAD_MAX_RESULT_BYTES", "1000")
+    with offload.Client(database_url=db_url) as client:  # the store's limit: from the env
+        monkeypatch.setenv("OFFLOAD_MAX_RESULT_BYTES", "1000")
+        worker = Worker(client, concurrency=2, lease_ttl_s=3.0, grace_s=2.0)
+        assert worker.max_result_bytes == 1000
+        if limited_at == "store":
+            worker.max_result_bytes = 10**9
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            big = client.submit("wt.blob", {"n": 5000})
+            small = client.submit("wt.blob", {"n": 10})
+            done = wait_status(client, big.id, DONE, 15)
+            assert (done.status, done.attempt, done.error.type) == (
+                Status.FAILED, 1, "InvalidResult",
+            )  # fmt: skip
+            assert "5,002 bytes of JSON; the limit is 1,000" in done.error.message
+            assert [e.kind for e in client.events(big.id)] == ["created", "claimed", "failed"]
+            assert client.wait(small.id, timeout=10).result == "x" * 10
+        finally:
+            worker.stop()
+            thread.join(timeout=15)

@@ -97,6 +97,22 @@ def test_results_json_cannot_carry_are_refused_not_stored_as_null(result: object
     assert "NaN or infinity" in out.error.message
 
 
+@pytest.mark.parametrize(
+    ("result", "size"),
+    [("x" * 1000, 1002), ('"' * 500, 1002), ({"rows": ["abc"] * 200}, 1210)],
+    ids=["string", "escaped string", "object"],
+)
+def test_a_result_over_the_limit_fails_the_attempt_for_good(result: object, size: int) -> None:
+    out = attempt_outcome("t", "l", result=result, max_result_bytes=1000)
+    assert isinstance(out, Failure)
+    assert (out.error.type, out.error.retryable) == ("InvalidResult", False)
+    assert f"the result is {size:,} bytes of JSON; the limit is 1,000" in out.error.message
+    assert "OFFLOAD_MAX_RESULT_BYTES" in out.error.message and "artifact" in out.error.message
+    # At the limit, or with no limit, it is a result like any other.
+    assert isinstance(attempt_outcome("t", "l", result=result, max_result_bytes=size), Completion)
+    assert isinstance(attempt_outcome("t", "l", result=result), Completion)
+
+
 def test_an_exception_whose_message_fails_still_makes_a_failure() -> None:
     class Unprintable(Exception):
         def __str__(self) -> str:

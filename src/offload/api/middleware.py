@@ -31,6 +31,18 @@ NOT_AUDITED = frozenset(
 )
 
 
+#: Bodies over the limit but under this are read (and dropped) before the 413, so the
+#: client can read the answer; bigger ones are answered at once and the connection closed.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+async def _drain(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
 class BodyTooLarge(HTTPException):
     """The request body is over the server's limit."""
 
@@ -71,6 +83,10 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > limit:
+                    if declared <= DRAIN_LIMIT_BYTES:
+                        # Read what the client is sending before answering: a client still
+                        # writing when the connection closes sees a reset, not the 413.
+                        await _drain(receive)
                     await self._refuse(send, limit)
                     return
                 break

@@ -33,7 +33,7 @@ from offload.api.schemas import (
     LeaseStates,
     ProgressBody,
 )
-from offload.domain.errors import InvalidInput, NotFound, OffloadError, StaleLease
+from offload.domain.errors import InvalidInput, NotFound, OffloadError, StaleLease, TooLarge
 from offload.domain.models import (
     Ack,
     Agent,
@@ -346,6 +346,9 @@ def _accepted(ack: Ack, lease_id: str) -> Ack:
         raise NotFound("task", ack.task_id)
     if ack.code == InvalidInput.code:
         raise InvalidInput(ack.message or "invalid outcome", field="result")
+    if ack.code == TooLarge.code:
+        # The lease is kept: send a smaller result, or fail the attempt.
+        raise TooLarge(ack.message or "result too large", details={"field": "result"})
     error = OffloadError(ack.message or f"refused ({ack.code})")
     error.code = ack.code or "conflict"
     error.http_status = 409

@@ -14,7 +14,7 @@ import asyncio
 import builtins
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -102,6 +102,9 @@ LONG_POLL_S = 30.0
 #: Submits answered 429 are retried this many times, after the server's Retry-After.
 RATE_LIMIT_RETRIES = 3
 MAX_BATCH = 1000
+#: Outcomes travel in requests of about this size at most (one bigger result alone): a
+#: batch of large results must not add up to more than the server's body limit.
+OUTCOME_BODY_BYTES = 1_000_000
 CHANGE_TOKEN_HEADER = "X-Offload-Change-Token"
 
 
@@ -187,6 +190,20 @@ def error_from_response(status: int, content: bytes, url: str = "") -> OffloadEr
     if isinstance(exc, InvalidInput):
         exc.field = details.get("field")
     return exc
+
+
+def _by_size(parts: builtins.list[bytes], budget: int) -> Iterator[builtins.list[bytes]]:
+    """``parts`` in order, in groups of at most ``budget`` bytes (a bigger part alone)."""
+    group: builtins.list[bytes] = []
+    size = 0
+    for part in parts:
+        if group and size + len(part) > budget:
+            yield group
+            group, size = [], 0
+        group.append(part)
+        size += len(part) + 1
+    if group:
+        yield group
 
 
 def _q(ident: str) -> str:
@@ -572,9 +589,9 @@ class HttpClient:
                         message=f"result is not JSON-serialisable: {exc}",
                     )  # fmt: skip
             sent: builtins.list[Ack] = []
-            if encoded:
-                body = b'{"items":[' + b",".join(encoded) + b"]}"
-                sent = (await self._post(path, _Acks, body)).acks
+            for group in _by_size(encoded, OUTCOME_BODY_BYTES):
+                body = b'{"items":[' + b",".join(group) + b"]}"
+                sent += (await self._post(path, _Acks, body)).acks
             by_id = {a.task_id: a for a in sent} | refused
             acks += [by_id[i.task_id] for i in chunk if i.task_id in by_id]
         return acks

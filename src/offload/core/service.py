@@ -65,7 +65,13 @@ from offload.domain.models import (
     WorkflowSpec,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter, review_state
-from offload.domain.rules import check_acyclic, find_refs, validate_json_size
+from offload.domain.rules import (
+    check_acyclic,
+    find_refs,
+    json_size,
+    result_too_large,
+    validate_json_size,
+)
 from offload.domain.schedules import Schedule, ScheduleSpec, due_firings, first_fire
 from offload.domain.settings import Settings
 from offload.domain.status import Status
@@ -664,8 +670,23 @@ class QueueService:
         return await self.store.progress(update, self.clock.now())
 
     async def complete(self, items: Sequence[Completion]) -> builtins.list[Ack]:
-        """Successful attempts."""
-        return await self.store.complete(items, self.clock.now())
+        """Successful attempts. A result over ``max_result_bytes`` of JSON is refused
+        (``too_large``) and its lease kept: the caller may send less, or fail the attempt."""
+        limit = self.settings.max_result_bytes
+        refused: dict[str, Ack] = {}
+        for c in items:
+            size = json_size(c.result)
+            if size > limit:
+                refused[c.task_id] = Ack(
+                    task_id=c.task_id, ok=False, code=TooLarge.code,
+                    message=result_too_large(size, limit),
+                )  # fmt: skip
+        if not refused:
+            return await self.store.complete(items, self.clock.now())
+        kept = [c for c in items if c.task_id not in refused]
+        stored = await self.store.complete(kept, self.clock.now()) if kept else []
+        by_id = {a.task_id: a for a in stored} | refused
+        return [by_id[c.task_id] for c in items if c.task_id in by_id]
 
     async def fail(self, items: Sequence[Failure]) -> builtins.list[Ack]:
         """Failed attempts."""

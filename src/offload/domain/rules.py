@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import orjson
+
 from offload.domain.errors import DependencyError, InvalidInput
 from offload.domain.models import (
     BackoffKind,
@@ -278,6 +280,25 @@ def effective_priority(
     if aging_interval_s <= 0:
         return priority
     return min(10, priority + int(max(waited_s, 0) // aging_interval_s))
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as JSON; 0 for a value JSON has no form for (refused elsewhere,
+    with its own message)."""
+    if value is None or isinstance(value, bool | int | float):
+        return 24  # at most, for any of these
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return 0
+
+
+def result_too_large(size: int, limit: int) -> str:
+    """What to say of a result over the limit, with the ways out."""
+    return (
+        f"the result is {size:,} bytes of JSON; the limit is {limit:,} "
+        "(OFFLOAD_MAX_RESULT_BYTES): return less, or store bulky output as an artifact"
+    )
 
 
 def validate_json_size(value: Any, limit_bytes: int, field: str) -> bytes:

@@ -47,6 +47,14 @@ def _float_env(name: str, default: float) -> float:
         ) from None
 
 
+def _bytes_env(name: str, default: int) -> int:
+    """A positive byte count from the environment (``4000000``, ``4e6``)."""
+    value = _float_env(name, float(default))
+    if not 1 <= value < 2**63:
+        raise InvalidInput(f"{name} must be a positive number of bytes", field=name)
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime knobs; ``Settings.from_env()`` reads ``OFFLOAD_*``."""
@@ -57,6 +65,10 @@ class Settings:
     lease_ttl_s: float = 30.0
     aging_interval_s: float = 60.0
     max_input_bytes: int = 1_000_000
+    #: A result bigger than this (as JSON) is refused: the attempt fails with
+    #: ``InvalidResult`` (bulky output belongs in an artifact). Under the server's request
+    #: body limit, so one completion always fits in one request.
+    max_result_bytes: int = 4_000_000
     imports: tuple[str, ...] = ()
     #: Agents heartbeat this often; one that misses three beats is marked offline.
     agent_heartbeat_s: float = 10.0
@@ -75,4 +87,5 @@ class Settings:
             aging_interval_s=_float_env("OFFLOAD_AGING_INTERVAL", 60.0),
             imports=imports,
             agent_heartbeat_s=_float_env("OFFLOAD_AGENT_HEARTBEAT", 10.0),
+            max_result_bytes=_bytes_env("OFFLOAD_MAX_RESULT_BYTES", cls.max_result_bytes),
         )

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from offload.domain.errors import Fatal, InvalidInput, Retry
 from offload.domain.models import NOT_FINITE, Completion, ErrorInfo, Failure, strict_json
+from offload.domain.rules import result_too_large
 
 #: Tracebacks are stored with the error; keep the tail (where the cause is) within this size.
 TRACEBACK_LIMIT = 8_000
@@ -32,11 +33,14 @@ def attempt_outcome(
     error: BaseException | None = None,
     cancelled: bool = False,
     timeout_s: float | None = None,
+    max_result_bytes: int | None = None,
 ) -> Completion | Failure:
     """The report for one finished attempt.
 
     Precedence: a cancel or pause request (``cancelled``) wins, then a timeout (``timeout_s``
     set when the attempt ran out of time), then an exception (``error``), then the result.
+    A result that is not JSON, or whose JSON is over ``max_result_bytes``, fails the attempt
+    (``InvalidResult``, not retried: the handler would return the same again).
     """
     if cancelled:
         # The store turns this into `cancelled` or `paused`: the task carries the request.
@@ -48,7 +52,7 @@ def attempt_outcome(
     if error is not None:
         return _error_failure(task_id, lease_id, error)
     try:
-        value = to_json(result)
+        value = to_json(result, max_result_bytes)
     except TypeError as exc:
         return _failure(
             task_id,
@@ -57,25 +61,43 @@ def attempt_outcome(
             f"the handler returned a value that is not JSON: {exc}",
             retryable=False,
         )
+    except ResultTooLarge as exc:
+        return _failure(task_id, lease_id, "InvalidResult", str(exc), retryable=False)
     return Completion(task_id=task_id, lease_id=lease_id, result=value)
 
 
-def to_json(value: Any) -> Any:
-    """``value`` as plain JSON data (pydantic models dumped); ``TypeError`` if it has none."""
+class ResultTooLarge(ValueError):
+    """A result whose JSON is over the limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(result_too_large(size, limit))
+
+
+def to_json(value: Any, max_bytes: int | None = None) -> Any:
+    """``value`` as plain JSON data (pydantic models dumped); ``TypeError`` if it has none,
+    :class:`ResultTooLarge` if its JSON is over ``max_bytes``."""
     if isinstance(value, _SCALARS):
         if isinstance(value, float) and not math.isfinite(value):
             raise TypeError(f"it {NOT_FINITE}")
+        # Only a long string can be over a limit (escapes take up to 6 bytes a character).
+        if max_bytes is not None and isinstance(value, str) and len(value) * 6 > max_bytes:
+            size = len(orjson.dumps(value))
+            if size > max_bytes:
+                raise ResultTooLarge(size, max_bytes)
         return value
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     # A round trip through orjson turns tuples, dataclasses, datetimes, UUIDs, numpy scalars…
     # into JSON once here, so the store never meets a value it cannot encode.
     try:
-        return orjson.loads(strict_json(value, orjson.OPT_SERIALIZE_NUMPY))
+        text = strict_json(value, orjson.OPT_SERIALIZE_NUMPY)
     except orjson.JSONEncodeError as exc:
         raise TypeError(str(exc)) from None
     except ValueError as exc:
         raise TypeError(f"it {exc}") from None
+    if max_bytes is not None and len(text) > max_bytes:
+        raise ResultTooLarge(len(text), max_bytes)
+    return orjson.loads(text)
 
 
 def _error_failure(task_id: str, lease_id: str, error: BaseException) -> Failure:

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from offload.client.base import AsyncClient
-from offload.domain.errors import StaleLease
-from offload.domain.models import Ack, Completion, Failure, LeaseState, ProgressUpdate
+from offload.domain.errors import StaleLease, TooLarge
+from offload.domain.models import Ack, Completion, ErrorInfo, Failure, LeaseState, ProgressUpdate
 
 log = logging.getLogger("offload.worker")
 
@@ -174,6 +174,11 @@ class Reporter:
         for item in items:
             self._strikes.pop((item.task_id, item.lease_id), None)
             ack = by_id.get(item.task_id)
+            if ack is not None and ack.code == TooLarge.code and not failures:
+                # The server takes smaller results than this worker does: the lease is
+                # still held, so the attempt fails as it would have here.
+                self._failures.append(_too_large(item, ack.message))
+                continue
             if ack is None or not ack.ok:
                 why = (ack.message or ack.code) if ack is not None else "no acknowledgement"
                 log.info("task %s: outcome discarded (%s)", item.task_id, why)
@@ -212,6 +217,16 @@ class Reporter:
                 log.warning("task %s: progress update not stored: %s", update.task_id, exc)
                 continue
             self._on_lease_state(state)
+
+
+def _too_large(item: Completion | Failure, message: str | None) -> Failure:
+    return Failure(
+        task_id=item.task_id,
+        lease_id=item.lease_id,
+        error=ErrorInfo(
+            type="InvalidResult", message=message or "result too large", retryable=False
+        ),
+    )
 
 
 def _progress_only(update: ProgressUpdate) -> bool:

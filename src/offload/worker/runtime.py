@@ -135,8 +135,11 @@ class Worker:
             raise InvalidInput("concurrency must be at least 1", field="concurrency")
         if prefetch is not None and prefetch < 0:
             raise InvalidInput("prefetch must be 0 or more", field="prefetch")
+        settings = Settings.from_env()
         if lease_ttl_s is None:
-            lease_ttl_s = Settings.from_env().lease_ttl_s
+            lease_ttl_s = settings.lease_ttl_s
+        #: Results over this many bytes of JSON fail their attempt here, before being sent.
+        self.max_result_bytes = settings.max_result_bytes
         if grace_s < 0:
             raise InvalidInput("grace period must be 0 or more seconds", field="grace")
         if not lease_ttl_s > 0:
@@ -719,6 +722,7 @@ class Worker:
                 error=error,
                 cancelled=reason == CANCEL,
                 timeout_s=att.timeout_s if reason == TIMEOUT else None,
+                max_result_bytes=self.max_result_bytes,
             )
         except Exception as exc:  # an outcome must exist, or the slot and lease never free
             log.exception("task %s: could not describe how its attempt ended", att.task.id)
