@@ -47,8 +47,15 @@ class BodyTooLarge(HTTPException):
     """The request body is over the server's limit."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is over the limit of {limit} bytes")
+        super().__init__(413, _too_large_message(limit))
         self.limit = limit
+
+
+def _too_large_message(limit: int) -> str:
+    return (
+        f"request body is over the limit of {limit:,} bytes (OFFLOAD_MAX_BODY_BYTES on the "
+        "server): send less in one request"
+    )
 
 
 def _too_large_body(limit: int) -> bytes:
@@ -56,7 +63,7 @@ def _too_large_body(limit: int) -> bytes:
         {
             "error": {
                 "code": "too_large",
-                "message": f"request body is over the limit of {limit} bytes",
+                "message": _too_large_message(limit),
                 "details": {"limit": limit},
             }
         }
