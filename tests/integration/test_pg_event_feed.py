@@ -101,7 +101,9 @@ def test_waiters_wake_only_for_their_kind_of_change(
     pg_url: str, loop: asyncio.AbstractEventLoop
 ) -> None:
     """NOTIFY payloads say what changed: a waiter for a result sleeps through submits and
-    claims, an idle worker sleeps through claims, a live stream hears everything."""
+    claims, an idle worker sleeps through claims and plain completions, a live stream
+    hears everything."""
+    from offload.domain.flow import LimitSpec
     from offload.domain.models import AgentRegistration, ClaimRequest, Completion
 
     async def changed(store: SqlStore, kinds: dict[str, int]) -> dict[str, bool]:
@@ -123,6 +125,9 @@ def test_waiters_wake_only_for_their_kind_of_change(
                 await asyncio.sleep(0.5)
                 return {k: store.change_token(k) for k in kinds}
 
+            # Asking for a kind of change makes the store listen for it, and wake its
+            # waiters once (for what changed before it listened): let that pass first.
+            await tokens()
             before = await tokens()
             task = await client.submit("util.echo", {"x": 1})
             assert await changed(store, before) == {"any": True, "work": True, "done": False}
@@ -141,8 +146,87 @@ def test_waiters_wake_only_for_their_kind_of_change(
             await client.complete(
                 [Completion(task_id=task.id, lease_id=claimed.lease.id, result={"x": 1})]
             )
+            # A plain task finished: nothing became claimable, so idle workers sleep on.
+            assert await changed(store, before) == {"any": True, "work": False, "done": True}
+
+            # One that held a concurrency limit's slot frees it: that is work.
+            await client.set_limit("util.echo", LimitSpec(concurrency=1))
+            limited = await client.submit("util.echo", {"x": 2})
+            (held,) = await client.claim(req)
+            assert held.id == limited.id and held.lease is not None
+            before = await tokens()
+            await client.complete(
+                [Completion(task_id=limited.id, lease_id=held.lease.id, result={"x": 2})]
+            )
             assert await changed(store, before) == {"any": True, "work": True, "done": True}
         finally:
             await client.close()
+
+    loop.run_until_complete(scenario())
+
+
+def test_a_process_hears_only_the_kinds_of_change_it_waits_for(
+    pg_url: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Each kind of change has its own channel and a process listens to those it waits on:
+    one waiting for results is not even sent the notifications of submits and claims (it
+    counts every one it hears under "any")."""
+    from offload.domain.models import AgentRegistration, ClaimRequest, Completion
+
+    async def scenario() -> None:
+        waiter = await connect(database_url=pg_url)
+        other = await connect(database_url=pg_url)
+        store = waiter.service.store
+        assert isinstance(store, SqlStore)
+        try:
+            agent = await other.register_agent(AgentRegistration(name="w", capabilities={}))
+            store.change_token("done")  # this process waits for results, nothing else
+            await asyncio.sleep(0.5)  # listening now (and its one catch-up wake-up done)
+            # Every notification heard moves the "any" counter. Read it as is: asking for
+            # change_token("any") would make the process listen to everything.
+            heard = store._generation["any"]
+            task = await other.submit("util.echo", {"x": 1})
+            req = ClaimRequest(agent_id=agent.id, capabilities=[], types=["util.echo"])
+            (claimed,) = await other.claim(req)
+            done = store.change_token("done")
+            await asyncio.sleep(0.5)
+            assert store._generation["any"] == heard, "heard a submit or a claim"
+            assert claimed.lease is not None
+            await other.complete(
+                [Completion(task_id=task.id, lease_id=claimed.lease.id, result={"x": 1})]
+            )
+            assert await store.wait_for_change(5, since=done, kind="done")
+        finally:
+            await waiter.close()
+            await other.close()
+
+    loop.run_until_complete(scenario())
+
+
+def test_the_listener_comes_back_after_its_connection_is_killed(
+    pg_url: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    async def scenario() -> None:
+        waiter = await connect(database_url=pg_url)
+        other = await connect(database_url=pg_url)
+        store = waiter.service.store
+        assert isinstance(store, SqlStore)
+        try:
+            store.change_token("work")
+            await asyncio.sleep(0.5)
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+                ).fetchall()
+            assert killed, "no LISTEN connection found"
+            await asyncio.sleep(1.0)  # the store reconnects (after 0.1 s) and listens again
+            token = store.change_token("work")
+            await other.submit("util.echo", {"x": 1})
+            # No polling here: only a notification makes this True.
+            assert await store.wait_for_change(3, since=token, kind="work")
+        finally:
+            await waiter.close()
+            await other.close()
 
     loop.run_until_complete(scenario())

@@ -179,7 +179,8 @@ def test_idle_workers_stay_quiet(
     pg_client.wait(warm.id, timeout=30)
     time.sleep(1.0)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("LISTEN offload_tasks")
+        for channel in ("offload_work", "offload_done", "offload_other"):
+            conn.execute(f"LISTEN {channel}")
         heard = sum(1 for _ in conn.notifies(timeout=2.0))
         cpu = [_cpu_seconds(p.pid) for p in pg_workers.procs]
         time.sleep(2.0)

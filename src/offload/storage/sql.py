@@ -973,7 +973,8 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
             f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
             f"AND tasks.status IN {_LEASED_SQL}{where} "
             "RETURNING tasks.id, tasks.parent_id, tasks.n_dependents, tasks.lease_holder, "
-            "tasks.attempt, tasks.review, tasks.type, tasks.cache_key, tasks.cache_ttl_s"
+            "tasks.attempt, tasks.review, tasks.type, tasks.cache_key, tasks.cache_ttl_s, "
+            "tasks.limit_key, tasks.resources"
         )
 
     def _complete_plain(self, cur: Cursor, items: list[Completion], now: float) -> dict[str, Ack]:

@@ -6,10 +6,11 @@ The transaction logic is the same as SQLite's (:mod:`offload.storage.sql`); what
   one process can have several transactions in flight;
 - claims pick candidates with ``FOR UPDATE SKIP LOCKED`` and read-then-decide steps lock the
   row first, so concurrent workers, reapers and resolvers never double-claim or double-fire;
-- each transaction that appends events sends one ``NOTIFY offload_tasks`` before its
-  COMMIT, flagged with what kind of change it made, and a ``LISTEN`` connection wakes idle
-  workers (new work), waiters (finished tasks) and live streams (anything) within
-  milliseconds (polling stays as the fallback: :meth:`wait_for_change` simply times out);
+- each transaction that appends events sends a ``NOTIFY`` before its COMMIT on the channel
+  of each kind of change it made (:data:`CHANNELS`), and a ``LISTEN`` connection on the
+  channels this process waits on wakes idle workers (new work), waiters (finished tasks)
+  and live streams (anything) within milliseconds (polling stays as the fallback:
+  :meth:`wait_for_change` simply times out);
 - the claim and the task read are prepared once per connection; the claim is one round
   trip (see docs/deploy.md for each operation's);
 - lost connections and a restarting server are retried with backoff.
@@ -52,7 +53,24 @@ R = TypeVar("R")
 log = logging.getLogger("offload.postgres")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-CHANNEL = "offload_tasks"
+#: One channel per kind of change ('w' work may be claimable, 'd' a task may have finished,
+#: '-' anything else), so a process hears only what it waits for: an idle worker the work
+#: channel, a waiter for results the done channel, a live stream all three. The payload
+#: still carries the flags.
+CHANNELS: dict[str, str] = {"w": "offload_work", "d": "offload_done", "-": "offload_other"}
+_KIND_CHANNELS: dict[ChangeKind, frozenset[str]] = {
+    "work": frozenset({CHANNELS["w"]}),
+    "done": frozenset({CHANNELS["d"]}),
+    "any": frozenset(CHANNELS.values()),
+}
+
+
+def notify_calls(flags: str) -> str:
+    """The ``pg_notify`` calls announcing a change with these flags ("wd", "w", "-"…): one
+    per channel concerned, each with the flags as payload."""
+    return ", ".join(f"pg_notify('{CHANNELS[flag]}', '{flags}')" for flag in flags)
+
+
 #: The NOTIFY payload flag of each kind of change (migration 0011).
 _FLAGS: dict[ChangeKind, str] = {"any": "", "work": "w", "done": "d"}
 
@@ -124,15 +142,19 @@ class PgDialect(Dialect):
     one_trip_completions = True
 
     def complete_commit_statement(self, update: str) -> str:
-        # As complete_statement, announcing the change when anything completed ('w': a
-        # completion may free capacity under a limit; 'd': a task finished).
+        # As complete_statement, announcing the change when anything completed: 'd', a task
+        # finished; 'w' only when a completed task held a concurrency limit's slot or a
+        # resource, which frees capacity for queued work. Nothing else a plain completion
+        # does makes work claimable, so idle workers (their own completions included) are
+        # not woken to claim nothing.
         return (
             f"WITH u AS ({update}), e AS (INSERT INTO task_events (task_id, at, kind, actor, "
             "data) SELECT id, ?, 'completed', lease_holder, "
             "json_build_object('attempt', attempt)::text FROM u WHERE review IS NULL), "
-            f"n AS (SELECT pg_notify('{CHANNEL}', '{_flags_of(('completed',))}') "
-            "FROM (SELECT 1 FROM u LIMIT 1) AS one) "
-            "SELECT u.id FROM u LEFT JOIN n ON true"
+            f"n AS (SELECT {notify_calls('d')} FROM (SELECT 1 FROM u LIMIT 1) AS one), "
+            f"m AS (SELECT {notify_calls('w')} FROM (SELECT 1 FROM u WHERE "
+            "limit_key IS NOT NULL OR resources IS NOT NULL LIMIT 1) AS one) "
+            "SELECT u.id FROM u LEFT JOIN n ON true LEFT JOIN m ON true"
         )
 
     def claim_statement(self, pick: str, set_sql: str) -> str:
@@ -153,7 +175,7 @@ class PgDialect(Dialect):
             "e AS (INSERT INTO task_events (task_id, at, kind, actor, data) "
             "SELECT id, ?::float8, 'claimed', ?::text, json_build_object('lease_id', ?::text, "
             "'agent_id', ?::text, 'attempt', attempt, 'expires_at', ?::float8)::text FROM u), "
-            f"n AS (SELECT pg_notify('{CHANNEL}', '-') FROM (SELECT 1 FROM u LIMIT 1) AS one) "
+            f"n AS (SELECT {notify_calls('-')} FROM (SELECT 1 FROM u LIMIT 1) AS one) "
             "SELECT u.* FROM u LEFT JOIN n ON true"
         )
 
@@ -270,7 +292,7 @@ class _Cursor:
     def announce(self) -> None:
         """Before COMMIT: one NOTIFY saying what changed (delivered only if it commits)."""
         if self._flags:
-            self._held.append(f"SELECT pg_notify('{CHANNEL}', '{self._flags}')")
+            self._held.append(f"SELECT {notify_calls(self._flags)}")
             self._flags = ""
 
     @property
@@ -471,6 +493,10 @@ class PostgresStore(SqlStore):
         self._changed: dict[ChangeKind, asyncio.Event] = {}
         self._closing = False
         self._generation: dict[ChangeKind, int] = dict.fromkeys(CHANGE_KINDS, 0)
+        #: The channels this process waits on (it listens to those alone), and the signal
+        #: that makes the listener take up new ones.
+        self._channels: set[str] = set()
+        self._rewire: asyncio.Event | None = None
 
     def _promote_before_claim(self, cur: Cursor, now: float) -> None:
         # The shared version reads the due rows first: a round trip before every claim.
@@ -596,6 +622,7 @@ class PostgresStore(SqlStore):
 
         await self._run(_open)
         self._changed = {kind: asyncio.Event() for kind in CHANGE_KINDS}
+        self._rewire = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(), name="offload-pg-listen")
 
     def _probe(self) -> None:
@@ -697,18 +724,28 @@ class PostgresStore(SqlStore):
 
     # ------------------------------------------------------------------ LISTEN/NOTIFY
     async def _listen(self) -> None:
-        """Hold a LISTEN connection; on each notification wake every waiter. Reconnects."""
+        """Hold a LISTEN connection on the channels waited for; wake waiters on each
+        notification. Reconnects with backoff."""
         delay = 0.1
         while not self._closing:
             try:
                 aconn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
                 async with aconn:
-                    await aconn.execute(f"LISTEN {CHANNEL}")
-                    delay = 0.1
-                    # Changes may have happened while we were not listening.
-                    self._wake("wd")
-                    async for note in aconn.notifies():
-                        self._wake(note.payload)
+                    # Notifications that arrive with the answer to a LISTEN come this way.
+                    aconn.add_notify_handler(lambda note: self._wake(note.payload))
+                    heard: set[str] = set()
+                    connected = True
+                    while True:
+                        if self._rewire is not None:
+                            self._rewire.clear()
+                        wanted = set(self._channels)
+                        for channel in sorted(wanted - heard):
+                            await aconn.execute(f"LISTEN {channel}")
+                        if connected or wanted != heard:
+                            # Changes may have happened while nobody listened for them.
+                            self._wake("wd")
+                        heard, connected, delay = wanted, False, 0.1
+                        await self._hear(aconn.pgconn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: back off and reconnect
@@ -717,6 +754,40 @@ class PostgresStore(SqlStore):
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _hear(self, pgconn: psycopg.pq.abc.PGconn) -> None:
+        """Wake waiters as notifications arrive, until more channels are wanted (returns)
+        or the connection fails (raises).
+
+        The socket is watched directly: psycopg's ``notifies()`` registers and drops its
+        reader for every notification, two system calls per wake-up in every process.
+        """
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                pgconn.consume_input()  # raises when the connection is gone
+                if pgconn.status != psycopg.pq.ConnStatus.OK:
+                    raise psycopg.OperationalError("the LISTEN connection closed")
+                while (note := pgconn.notifies()) is not None:
+                    self._wake(note.extra.decode())
+            except Exception as exc:  # the connection is gone: _listen reconnects
+                if not lost.done():
+                    lost.set_exception(exc)
+
+        assert self._rewire is not None  # set by open(), before the listener starts
+        fd = pgconn.socket
+        loop.add_reader(fd, readable)
+        rewire = asyncio.ensure_future(self._rewire.wait())
+        try:
+            readable()  # what arrived before the reader was in place
+            await asyncio.wait((lost, rewire), return_when=asyncio.FIRST_COMPLETED)
+            if lost.done():
+                lost.result()
+        finally:
+            rewire.cancel()
+            loop.remove_reader(fd)
 
     def _wake(self, flags: str) -> None:
         """One notification: every kind it names moves ("any" always does)."""
@@ -730,12 +801,23 @@ class PostgresStore(SqlStore):
 
     def change_token(self, kind: ChangeKind = "any") -> int:
         """How many notifications of ``kind`` this process has seen."""
+        self._want(kind)
         return self._generation[kind]
+
+    def _want(self, kind: ChangeKind) -> None:
+        """Listen for ``kind`` from now on (the listener then wakes its waiters once, for
+        what changed before it listened)."""
+        channels = _KIND_CHANNELS[kind]
+        if not channels <= self._channels:
+            self._channels |= channels
+            if self._rewire is not None:
+                self._rewire.set()
 
     async def wait_for_change(
         self, timeout: float, since: int | None = None, kind: ChangeKind = "any"
     ) -> bool:
         """Until a NOTIFY of ``kind`` arrives after ``since`` (True) or ``timeout`` passes."""
+        self._want(kind)
         if since is not None and since != self._generation[kind]:
             return True
         event = self._changed.get(kind)
