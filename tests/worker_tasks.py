@@ -222,3 +222,18 @@ def heap() -> dict[str, int]:
 def blob(n: int) -> str:
     """A result of ``n`` characters."""
     return "x" * n
+
+
+@offload.task("wt.loud")
+def loud(ctx: TaskContext) -> dict[str, Any]:
+    """Reports past every limit: a huge log line and step, a checkpoint too big to keep."""
+    ctx.log("L" * 200_000)
+    ctx.progress(50, step="S" * 5_000)
+    try:
+        ctx.checkpoint("everything", {"rows": ["r" * 1000] * 2000})
+    except offload.TooLarge as exc:
+        refused = exc.message
+    else:
+        refused = ""
+    ctx.checkpoint("offset", {"next": 2000})
+    return {"refused": refused}

@@ -7,6 +7,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from offload.domain.errors import (
 from offload.domain.models import (
     Ack,
     AgentRegistration,
+    Checkpoint,
     ClaimRequest,
     Completion,
     LeaseRef,
@@ -221,6 +223,12 @@ def test_big_bodies_and_big_results_over_http(server: LiveServer) -> None:
                     orjson.dumps({"lease_id": lease[over.id], "result": "x" * 4_100_000}),
                 )  # fmt: skip
             assert (await client.get(over.id)).status is Status.RUNNING
+            # A checkpoint over its 1 MB limit is refused the same way.
+            with pytest.raises(TooLarge, match="checkpoint data is"):
+                await client.progress(ProgressUpdate(
+                    task_id=over.id, lease_id=lease[over.id],
+                    checkpoint=Checkpoint(name="all", at=datetime.now(UTC), data="c" * 1_500_000),
+                ))  # fmt: skip
             # Eight results of 0.9 MB: 7 MB in all, over the 5 MB body limit as one request;
             # the client sends them in several, and every one is stored.
             rest = [

@@ -19,6 +19,7 @@ from offload.domain.errors import (
     UnknownTaskType,
 )
 from offload.domain.models import (
+    Checkpoint,
     ClaimRequest,
     Completion,
     ErrorInfo,
@@ -253,6 +254,18 @@ def test_a_result_over_the_limit_is_refused_and_the_lease_kept(svc: Harness) -> 
     assert held.status is Status.RUNNING and held.result is None
     assert complete(svc, leased[big.id], "short").ok
     assert svc(svc.service.get(big.id)).result == "short"
+
+
+def test_a_checkpoint_over_the_limit_is_refused(svc: Harness) -> None:
+    t = svc(svc.service.submit(spec()))
+    (leased,) = claim(svc)
+    big = Checkpoint(name="all", at=datetime.now(UTC), data=["x" * 1000] * 1000)
+    too_big = "checkpoint data is 1,003,001 bytes of JSON; the limit is 1,000,000"
+    with pytest.raises(TooLarge, match=too_big):
+        svc(svc.service.progress(
+            ProgressUpdate(task_id=t.id, lease_id=leased.lease.id, checkpoint=big)
+        ))  # fmt: skip
+    assert svc(svc.service.get(t.id)).checkpoints == []
 
 
 def test_lease_fencing_expiry_and_reclaim(svc: Harness) -> None:

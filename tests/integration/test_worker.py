@@ -345,3 +345,22 @@ def test_a_result_over_the_limit_fails_at_once_with_the_reason(
         finally:
             worker.stop()
             thread.join(timeout=15)
+
+
+def test_reports_past_the_limits_are_clipped_or_refused_in_the_handler(
+    client: offload.Client, run_worker: Callable[..., Worker]
+) -> None:
+    # The same limits hold in a worker of its own and over HTTP, where they are the request
+    # schema's: a log line or step that would be refused there is clipped here, keeping its
+    # beginning; a checkpoint too big is refused in the handler, which can keep less.
+    run_worker(concurrency=1)
+    task = client.submit("wt.loud", {})
+    done = client.wait(task.id, timeout=15)
+    assert done.status is Status.COMPLETED, done.error
+    assert done.result["refused"].startswith("checkpoint 'everything' is 2,00")
+    assert "the limit is 1,000,000" in done.result["refused"]
+    assert [c.name for c in done.checkpoints] == ["offset"]
+    assert len(done.current_step or "") == 1000 and done.current_step.startswith("SSS")
+    (line,) = [e.data["message"] for e in client.events(task.id) if e.kind == "log"]
+    assert len(line) == 100_000 and line.startswith("LLL")
+    assert line.endswith("[clipped: 200,000 characters in all]")

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from offload.domain.models import (
     MAX_BULK,
+    MAX_LOG_CHARS,
+    MAX_STEP_CHARS,
     Ack,
     Agent,
     Artifact,
@@ -146,8 +148,8 @@ class ProgressBody(_Body):
 
     lease_id: str
     progress: float | None = Field(None, ge=0, le=100)
-    current_step: str | None = Field(None, max_length=1000)
-    log: str | None = Field(None, max_length=100_000)
+    current_step: str | None = Field(None, max_length=MAX_STEP_CHARS)
+    log: str | None = Field(None, max_length=MAX_LOG_CHARS)
     level: str = Field("info", max_length=20)
     checkpoint: Checkpoint | None = None
     artifact: Artifact | None = None

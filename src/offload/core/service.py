@@ -39,6 +39,7 @@ from offload.domain.flow import (
 from offload.domain.ids import new_id
 from offload.domain.models import (
     MAX_BULK,
+    MAX_CHECKPOINT_BYTES,
     MAX_SEQ,
     Ack,
     Agent,
@@ -666,7 +667,16 @@ class QueueService:
         return await self.store.heartbeat(leases, ttl_s, self.clock.now())
 
     async def progress(self, update: ProgressUpdate) -> LeaseState:
-        """Progress of a leased task."""
+        """Progress of a leased task (a checkpoint holds at most 1,000,000 bytes of JSON)."""
+        if update.checkpoint is not None:
+            size = json_size(update.checkpoint.data)
+            if size > MAX_CHECKPOINT_BYTES:
+                raise TooLarge(
+                    f"checkpoint data is {size:,} bytes of JSON; the limit is "
+                    f"{MAX_CHECKPOINT_BYTES:,}",
+                    details={"field": "checkpoint.data", "size": size,
+                             "limit": MAX_CHECKPOINT_BYTES},
+                )  # fmt: skip
         return await self.store.progress(update, self.clock.now())
 
     async def complete(self, items: Sequence[Completion]) -> builtins.list[Ack]:

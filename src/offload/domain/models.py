@@ -728,15 +728,22 @@ class LeaseState(_Model):
     pause_requested: bool = False
 
 
+#: Longest ``current_step`` and log line a lease holder may report, in characters, and the
+#: most JSON a checkpoint may hold: the same over HTTP and in a process of its own.
+MAX_STEP_CHARS = 1_000
+MAX_LOG_CHARS = 100_000
+MAX_CHECKPOINT_BYTES = 1_000_000
+
+
 class ProgressUpdate(_Model):
     """Progress reported by a lease holder; every part is optional."""
 
     task_id: str
     lease_id: str
     progress: float | None = Field(None, ge=0, le=100)
-    current_step: str | None = None
-    log: str | None = None
-    level: str = "info"
+    current_step: str | None = Field(None, max_length=MAX_STEP_CHARS)
+    log: str | None = Field(None, max_length=MAX_LOG_CHARS)
+    level: str = Field("info", max_length=20)
     checkpoint: Checkpoint | None = None
     artifact: Artifact | None = None
 

@@ -10,7 +10,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from offload.domain.errors import TooLarge
 from offload.domain.models import (
+    MAX_CHECKPOINT_BYTES,
+    MAX_LOG_CHARS,
+    MAX_STEP_CHARS,
     Artifact,
     Checkpoint,
     ProgressUpdate,
@@ -19,7 +23,15 @@ from offload.domain.models import (
     Task,
     utcnow,
 )
-from offload.worker.outcome import to_json
+from offload.worker.outcome import ResultTooLarge, to_json
+
+
+def _clipped(text: str, limit: int) -> str:
+    """``text``, or its beginning and how long it was when over ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    note = f" … [clipped: {len(text):,} characters in all]"
+    return text[: limit - len(note)] + note
 
 
 class WorkerContext:
@@ -68,21 +80,37 @@ class WorkerContext:
         return review.feedback
 
     def progress(self, percent: float | None = None, step: str | None = None) -> None:
-        """Report progress (0-100, clamped) and/or the current step."""
+        """Report progress (0-100, clamped) and/or the current step (its first
+        1,000 characters)."""
         if percent is not None:
             if math.isnan(percent):
                 raise ValueError("progress percent must be a number between 0 and 100")
             percent = min(100.0, max(0.0, float(percent)))
+        if step is not None:
+            step = _clipped(str(step), MAX_STEP_CHARS)
         self._send(progress=percent, current_step=step)
 
     def log(self, message: str, level: str = "info") -> None:
-        """Append a log line to the task's event log."""
-        self._send(log=str(message), level=level)
+        """Append a log line to the task's event log. A line over 100,000 characters keeps
+        its beginning and says how long it was."""
+        self._send(log=_clipped(str(message), MAX_LOG_CHARS), level=str(level)[:20])
 
     def checkpoint(self, name: str, data: Any = None) -> None:
-        """Save a named checkpoint; a later attempt finds it in ``ctx.task.checkpoints``."""
-        # Converted now so a value JSON cannot hold fails in the handler, where it is made.
-        self._send(checkpoint=Checkpoint(name=name, at=utcnow(), data=to_json(data)))
+        """Save a named checkpoint; a later attempt finds it in ``ctx.task.checkpoints``.
+
+        Raises :class:`offload.TooLarge` for data over 1,000,000 bytes of JSON (and
+        ``TypeError`` for data JSON cannot hold), here in the handler, where it is made."""
+        try:
+            value = to_json(data, MAX_CHECKPOINT_BYTES)
+        except ResultTooLarge as exc:
+            raise TooLarge(
+                f"checkpoint {name!r} is {exc.size:,} bytes of JSON; the limit is "
+                f"{MAX_CHECKPOINT_BYTES:,}: keep what resuming needs (an offset, ids), not "
+                "the data itself",
+                details={"field": "checkpoint.data", "size": exc.size,
+                         "limit": MAX_CHECKPOINT_BYTES},
+            ) from None  # fmt: skip
+        self._send(checkpoint=Checkpoint(name=name, at=utcnow(), data=value))
 
     def artifact(self, artifact: Artifact) -> None:
         """Attach an artifact to the task."""
