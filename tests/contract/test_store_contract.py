@@ -268,6 +268,20 @@ def test_a_checkpoint_over_the_limit_is_refused(svc: Harness) -> None:
     assert svc(svc.service.get(t.id)).checkpoints == []
 
 
+def test_a_long_error_is_clipped_not_stored_whole(svc: Harness) -> None:
+    # Any caller (an agent over HTTP too): a task keeps every attempt's error and every
+    # read returns them, so a message keeps its beginning and a traceback its end.
+    t = svc(svc.service.submit(spec()))
+    (leased,) = claim(svc)
+    err = ErrorInfo(type="Boom", message="m" * 10_000, traceback="t" * 20_000 + "CAUSE",
+                    retryable=False)  # fmt: skip
+    (ack,) = svc(svc.service.fail([Failure(task_id=t.id, lease_id=leased.lease.id, error=err)]))
+    assert ack.ok
+    stored = svc(svc.service.get(t.id)).error
+    assert len(stored.message) == 2_000 and stored.message.startswith("mmm")
+    assert len(stored.traceback) == 8_000 and stored.traceback.endswith("tCAUSE")
+
+
 def test_lease_fencing_expiry_and_reclaim(svc: Harness) -> None:
     t = svc(svc.service.submit(spec()))
     first = claim(svc)[0]

@@ -64,6 +64,7 @@ from offload.domain.models import (
     TaskTypeInfo,
     TeamMode,
     WorkflowSpec,
+    clipped_error,
 )
 from offload.domain.review import ReviewDecision, ReviewFilter, review_state
 from offload.domain.rules import (
@@ -699,7 +700,12 @@ class QueueService:
         return [by_id[c.task_id] for c in items if c.task_id in by_id]
 
     async def fail(self, items: Sequence[Failure]) -> builtins.list[Ack]:
-        """Failed attempts."""
+        """Failed attempts; a long message keeps its first 2,000 characters and a long
+        traceback its last 8,000, whoever reports them (a task keeps every attempt's)."""
+        items = [
+            f if (e := clipped_error(f.error)) is f.error else f.model_copy(update={"error": e})
+            for f in items
+        ]
         return await self.store.fail(items, self.clock.now())
 
     async def release(self, leases: Sequence[LeaseRef]) -> builtins.list[Ack]:

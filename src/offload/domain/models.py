@@ -298,6 +298,36 @@ class ErrorInfo(_Model):
     upstream: str | None = None
 
 
+#: An error's message keeps its first this many characters, its traceback its last (where
+#: the cause is): a task keeps the error of every attempt, and reads return them all.
+MAX_ERROR_MESSAGE_CHARS = 2_000
+MAX_TRACEBACK_CHARS = 8_000
+
+
+def clip_message(text: str) -> str:
+    """An error message within :data:`MAX_ERROR_MESSAGE_CHARS` (its beginning kept)."""
+    if len(text) > MAX_ERROR_MESSAGE_CHARS:
+        return text[: MAX_ERROR_MESSAGE_CHARS - 1] + "…"
+    return text
+
+
+def clip_traceback(text: str) -> str:
+    """A traceback within :data:`MAX_TRACEBACK_CHARS` (its end kept)."""
+    if len(text) > MAX_TRACEBACK_CHARS:
+        head = "…(truncated)\n"
+        return head + text[-(MAX_TRACEBACK_CHARS - len(head)) :]
+    return text
+
+
+def clipped_error(error: ErrorInfo) -> ErrorInfo:
+    """``error`` with its message and traceback within the limits (itself when they are)."""
+    message, tb = clip_message(error.message), error.traceback
+    tb = clip_traceback(tb) if tb is not None else None
+    if message is error.message and tb is error.traceback:
+        return error
+    return error.model_copy(update={"message": message, "traceback": tb})
+
+
 class Checkpoint(_Model):
     """A named snapshot a handler saved; a later attempt can resume from it."""
 

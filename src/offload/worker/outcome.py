@@ -15,12 +15,20 @@ import orjson
 from pydantic import BaseModel
 
 from offload.domain.errors import Fatal, InvalidInput, Retry
-from offload.domain.models import NOT_FINITE, Completion, ErrorInfo, Failure, strict_json
+from offload.domain.models import (
+    MAX_TRACEBACK_CHARS,
+    NOT_FINITE,
+    Completion,
+    ErrorInfo,
+    Failure,
+    clip_message,
+    clip_traceback,
+    strict_json,
+)
 from offload.domain.rules import result_too_large
 
 #: Tracebacks are stored with the error; keep the tail (where the cause is) within this size.
-TRACEBACK_LIMIT = 8_000
-MESSAGE_LIMIT = 2_000
+TRACEBACK_LIMIT = MAX_TRACEBACK_CHARS
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -141,14 +149,9 @@ def _message(error: BaseException) -> str:
         text = str(error) or type(error).__name__
     except Exception:  # a broken __str__ must not cost the attempt its outcome
         text = f"{type(error).__name__} (its message could not be read)"
-    if len(text) > MESSAGE_LIMIT:
-        text = text[: MESSAGE_LIMIT - 1] + "…"
-    return text
+    return clip_message(text)
 
 
 def format_traceback(error: BaseException) -> str:
     """The formatted traceback, its tail kept when longer than :data:`TRACEBACK_LIMIT`."""
-    text = "".join(traceback.format_exception(error))
-    if len(text) > TRACEBACK_LIMIT:
-        text = "…(truncated)\n" + text[-(TRACEBACK_LIMIT - 14) :]
-    return text
+    return clip_traceback("".join(traceback.format_exception(error)))
