@@ -273,11 +273,12 @@ def test_a_long_error_is_clipped_not_stored_whole(svc: Harness) -> None:
     # read returns them, so a message keeps its beginning and a traceback its end.
     t = svc(svc.service.submit(spec()))
     (leased,) = claim(svc)
-    err = ErrorInfo(type="Boom", message="m" * 10_000, traceback="t" * 20_000 + "CAUSE",
-                    retryable=False)  # fmt: skip
+    err = ErrorInfo(type="Boom" * 100, message="m" * 10_000,
+                    traceback="t" * 20_000 + "CAUSE", retryable=False)  # fmt: skip
     (ack,) = svc(svc.service.fail([Failure(task_id=t.id, lease_id=leased.lease.id, error=err)]))
     assert ack.ok
     stored = svc(svc.service.get(t.id)).error
+    assert stored.type == ("Boom" * 100)[:200]
     assert len(stored.message) == 2_000 and stored.message.startswith("mmm")
     assert len(stored.traceback) == 8_000 and stored.traceback.endswith("tCAUSE")
 

@@ -302,6 +302,8 @@ class ErrorInfo(_Model):
 #: the cause is): a task keeps the error of every attempt, and reads return them all.
 MAX_ERROR_MESSAGE_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 8_000
+#: An error's type is a class name, counted in statistics: no more than this.
+MAX_ERROR_TYPE_CHARS = 200
 
 
 def clip_message(text: str) -> str:
@@ -320,12 +322,17 @@ def clip_traceback(text: str) -> str:
 
 
 def clipped_error(error: ErrorInfo) -> ErrorInfo:
-    """``error`` with its message and traceback within the limits (itself when they are)."""
-    message, tb = clip_message(error.message), error.traceback
+    """``error`` with its type, message and traceback within the limits (itself when they
+    are)."""
+    kind, message, tb = (
+        error.type[:MAX_ERROR_TYPE_CHARS],
+        clip_message(error.message),
+        error.traceback,
+    )
     tb = clip_traceback(tb) if tb is not None else None
-    if message is error.message and tb is error.traceback:
+    if kind == error.type and message is error.message and tb is error.traceback:
         return error
-    return error.model_copy(update={"message": message, "traceback": tb})
+    return error.model_copy(update={"type": kind, "message": message, "traceback": tb})
 
 
 class Checkpoint(_Model):
