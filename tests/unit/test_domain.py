@@ -255,3 +255,20 @@ def test_every_error_a_caller_may_catch_is_importable_from_offload() -> None:
     }
     assert public <= set(offload.__all__)
     assert all(getattr(offload, name) is getattr(errors, name) for name in public)
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ({"metadata": {"blob": "x" * 70_000}}, "metadata: 70,0"),
+        ({"tags": ["ok", "t" * 101]}, "tags.1: String should have at most 100 characters"),
+        ({"capabilities": ["c"] * 51}, "capabilities: List should have at most 50 items"),
+    ],
+    ids=["metadata", "tag", "capabilities"],
+)
+def test_a_spec_past_its_limits_is_refused_naming_the_field(given: dict, says: str) -> None:
+    # Returned with the task by every read: labels stay small (data goes in the input).
+    with pytest.raises(InvalidInput) as caught:
+        validated(TaskSpec, {"type": "util.echo", **given})
+    assert says in caught.value.message
+    validated(TaskSpec, {"type": "util.echo", "metadata": {"blob": "x" * 60_000}})

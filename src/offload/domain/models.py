@@ -84,6 +84,24 @@ def _refuse_nul(v: _T) -> _T:
 StoredJSON = Annotated[Any, AfterValidator(_storable)]
 StoredObject = Annotated[dict[str, Any], AfterValidator(_storable)]
 
+#: A task's metadata is labels and references, returned with the task by every read.
+MAX_METADATA_BYTES = 65_536
+
+
+def _small_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    if value:
+        size = len(orjson.dumps(value))
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"{size:,} bytes of JSON is over the limit of {MAX_METADATA_BYTES:,} (keep "
+                "labels and references here, data in the input or an artifact)"
+            )
+    return value
+
+
+#: A short name: a tag, a capability.
+Label = Annotated[str, Field(max_length=100)]
+
 PRIORITY_NAMES: dict[str, int] = {"low": 2, "normal": 5, "high": 8, "critical": 10}
 MAX_BULK = 1000
 
@@ -601,12 +619,12 @@ class TaskSpec(_Model):
     title: str | None = Field(None, max_length=500)
     description: str | None = Field(None, max_length=20_000)
     instructions: str | None = Field(None, max_length=20_000)
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[Label] = Field(default_factory=list, max_length=50)
     queue: str = Field("default", min_length=1, max_length=100)
     owner: str | None = None
     requester: Requester | None = None
     priority: Priority = 5
-    capabilities: list[str] | None = None
+    capabilities: list[Label] | None = Field(None, max_length=50)
     agent_id: str | None = None
     depends_on: Dependencies = Field(default_factory=list, max_length=1000)
     max_retries: int | None = Field(None, ge=0, le=100)
@@ -617,7 +635,7 @@ class TaskSpec(_Model):
     idempotency_key: str | None = Field(None, max_length=200)
     cache_ttl_s: float | None = Field(None, ge=0)
     complexity: Complexity | None = None
-    metadata: StoredObject = Field(default_factory=dict)
+    metadata: Annotated[StoredObject, AfterValidator(_small_metadata)] = Field(default_factory=dict)
     review: OptionalReviewSpec = None
     #: Units of named resources the task holds while it runs, e.g. ``{"gpu": 1}``.
     resources: dict[str, int] = Field(default_factory=dict, max_length=20)
