@@ -236,4 +236,11 @@ def loud(ctx: TaskContext) -> dict[str, Any]:
     else:
         refused = ""
     ctx.checkpoint("offset", {"next": 2000})
-    return {"refused": refused}
+    try:
+        ctx.artifact(offload.Artifact(name="dump", inline="d" * 1_500_000))
+    except offload.TooLarge as exc:
+        artifact_refused = exc.message
+    else:
+        artifact_refused = ""
+    ctx.artifact(offload.Artifact(name="dump", uri="s3://bucket/dump", size=1_500_000))
+    return {"refused": refused, "artifact_refused": artifact_refused}

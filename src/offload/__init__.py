@@ -30,7 +30,7 @@ from offload.domain.errors import (
     UnknownTaskType,
     WaitTimeout,
 )
-from offload.domain.models import Task, TaskFilter, TaskSpec, WorkflowSpec
+from offload.domain.models import Artifact, Task, TaskFilter, TaskSpec, WorkflowSpec
 from offload.domain.status import Status
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Artifact",
     "AsyncClient",
     "Client",
     "Conflict",

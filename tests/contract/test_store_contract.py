@@ -19,6 +19,7 @@ from offload.domain.errors import (
     UnknownTaskType,
 )
 from offload.domain.models import (
+    Artifact,
     Checkpoint,
     ClaimRequest,
     Completion,
@@ -266,6 +267,12 @@ def test_a_checkpoint_over_the_limit_is_refused(svc: Harness) -> None:
             ProgressUpdate(task_id=t.id, lease_id=leased.lease.id, checkpoint=big)
         ))  # fmt: skip
     assert svc(svc.service.get(t.id)).checkpoints == []
+    dump = Artifact(name="dump", inline="d" * 1_500_000)
+    with pytest.raises(TooLarge, match="artifact inline content is 1,500,002 bytes"):
+        svc(svc.service.progress(
+            ProgressUpdate(task_id=t.id, lease_id=leased.lease.id, artifact=dump)
+        ))  # fmt: skip
+    assert svc(svc.service.get(t.id)).artifacts == []
 
 
 def test_a_long_error_is_clipped_not_stored_whole(svc: Harness) -> None:

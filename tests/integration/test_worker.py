@@ -360,6 +360,8 @@ def test_reports_past_the_limits_are_clipped_or_refused_in_the_handler(
     assert done.result["refused"].startswith("checkpoint 'everything' is 2,00")
     assert "the limit is 1,000,000" in done.result["refused"]
     assert [c.name for c in done.checkpoints] == ["offset"]
+    assert done.result["artifact_refused"].startswith("artifact 'dump' has 1,500,002 bytes")
+    assert [(a.name, a.uri) for a in done.artifacts] == [("dump", "s3://bucket/dump")]
     assert len(done.current_step or "") == 1000 and done.current_step.startswith("SSS")
     (line,) = [e.data["message"] for e in client.events(task.id) if e.kind == "log"]
     assert len(line) == 100_000 and line.startswith("LLL")

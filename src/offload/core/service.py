@@ -668,16 +668,13 @@ class QueueService:
         return await self.store.heartbeat(leases, ttl_s, self.clock.now())
 
     async def progress(self, update: ProgressUpdate) -> LeaseState:
-        """Progress of a leased task (a checkpoint holds at most 1,000,000 bytes of JSON)."""
+        """Progress of a leased task. Checkpoint data and an artifact's inline content hold
+        at most 1,000,000 bytes of JSON each (a task keeps them all; every read returns
+        them): bigger content belongs behind an artifact's ``uri``."""
         if update.checkpoint is not None:
-            size = json_size(update.checkpoint.data)
-            if size > MAX_CHECKPOINT_BYTES:
-                raise TooLarge(
-                    f"checkpoint data is {size:,} bytes of JSON; the limit is "
-                    f"{MAX_CHECKPOINT_BYTES:,}",
-                    details={"field": "checkpoint.data", "size": size,
-                             "limit": MAX_CHECKPOINT_BYTES},
-                )  # fmt: skip
+            _check_kept("checkpoint data", "checkpoint.data", update.checkpoint.data)
+        if update.artifact is not None:
+            _check_kept("artifact inline content", "artifact.inline", update.artifact.inline)
         return await self.store.progress(update, self.clock.now())
 
     async def complete(self, items: Sequence[Completion]) -> builtins.list[Ack]:
@@ -814,6 +811,15 @@ def _default_title(spec: TaskSpec) -> str | None:
 
 
 _DEFAULT_RETRY = RetryPolicy()
+
+
+def _check_kept(what: str, field: str, value: Any) -> None:
+    size = json_size(value)
+    if size > MAX_CHECKPOINT_BYTES:
+        raise TooLarge(
+            f"{what} is {size:,} bytes of JSON; the limit is {MAX_CHECKPOINT_BYTES:,}",
+            details={"field": field, "size": size, "limit": MAX_CHECKPOINT_BYTES},
+        )
 
 
 def _check_seq(after: int) -> None:

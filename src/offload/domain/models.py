@@ -784,7 +784,8 @@ class LeaseState(_Model):
 
 
 #: Longest ``current_step`` and log line a lease holder may report, in characters, and the
-#: most JSON a checkpoint may hold: the same over HTTP and in a process of its own.
+#: most JSON a checkpoint's data or an artifact's inline content may hold: the same over
+#: HTTP and in a process of its own.
 MAX_STEP_CHARS = 1_000
 MAX_LOG_CHARS = 100_000
 MAX_CHECKPOINT_BYTES = 1_000_000

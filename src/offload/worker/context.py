@@ -113,7 +113,17 @@ class WorkerContext:
         self._send(checkpoint=Checkpoint(name=name, at=utcnow(), data=value))
 
     def artifact(self, artifact: Artifact) -> None:
-        """Attach an artifact to the task."""
+        """Attach an artifact to the task. Raises :class:`offload.TooLarge` for inline
+        content over 1,000,000 bytes of JSON: store it elsewhere and give its ``uri``."""
+        try:
+            to_json(artifact.inline, MAX_CHECKPOINT_BYTES)
+        except ResultTooLarge as exc:
+            raise TooLarge(
+                f"artifact {artifact.name!r} has {exc.size:,} bytes of inline content; the "
+                f"limit is {MAX_CHECKPOINT_BYTES:,}: store it elsewhere and give its uri",
+                details={"field": "artifact.inline", "size": exc.size,
+                         "limit": MAX_CHECKPOINT_BYTES},
+            ) from None  # fmt: skip
         self._send(artifact=artifact)
 
     def last_checkpoint(self, name: str | None = None) -> Checkpoint | None:
