@@ -39,7 +39,6 @@ from offload.domain.flow import (
 from offload.domain.ids import new_id
 from offload.domain.models import (
     MAX_BULK,
-    MAX_CHECKPOINT_BYTES,
     MAX_SEQ,
     Ack,
     Agent,
@@ -69,6 +68,7 @@ from offload.domain.models import (
 from offload.domain.review import ReviewDecision, ReviewFilter, review_state
 from offload.domain.rules import (
     check_acyclic,
+    check_kept,
     find_refs,
     json_size,
     result_too_large,
@@ -672,9 +672,9 @@ class QueueService:
         at most 1,000,000 bytes of JSON each (a task keeps them all; every read returns
         them): bigger content belongs behind an artifact's ``uri``."""
         if update.checkpoint is not None:
-            _check_kept("checkpoint data", "checkpoint.data", update.checkpoint.data)
+            check_kept(update.checkpoint.data, "checkpoint.data", "checkpoint data is")
         if update.artifact is not None:
-            _check_kept("artifact inline content", "artifact.inline", update.artifact.inline)
+            check_kept(update.artifact.inline, "artifact.inline", "artifact inline content is")
         return await self.store.progress(update, self.clock.now())
 
     async def complete(self, items: Sequence[Completion]) -> builtins.list[Ack]:
@@ -811,15 +811,6 @@ def _default_title(spec: TaskSpec) -> str | None:
 
 
 _DEFAULT_RETRY = RetryPolicy()
-
-
-def _check_kept(what: str, field: str, value: Any) -> None:
-    size = json_size(value)
-    if size > MAX_CHECKPOINT_BYTES:
-        raise TooLarge(
-            f"{what} is {size:,} bytes of JSON; the limit is {MAX_CHECKPOINT_BYTES:,}",
-            details={"field": field, "size": size, "limit": MAX_CHECKPOINT_BYTES},
-        )
 
 
 def _check_seq(after: int) -> None:

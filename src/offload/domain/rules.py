@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from offload.domain.errors import DependencyError, InvalidInput
+from offload.domain.errors import DependencyError, InvalidInput, TooLarge
 from offload.domain.models import (
+    MAX_CHECKPOINT_BYTES,
     BackoffKind,
     Condition,
     DependencyOn,
@@ -293,6 +294,18 @@ def json_size(value: Any) -> int:
         return 0
 
 
+def check_kept(value: Any, field: str, what: str, hint: str = "") -> None:
+    """Refuse (:class:`TooLarge`) checkpoint data or inline artifact content over
+    :data:`MAX_CHECKPOINT_BYTES` of JSON: a task keeps them all and every read returns
+    them. ``what`` starts the message ("checkpoint data is"), ``hint`` ends it."""
+    size = json_size(value)
+    if size > MAX_CHECKPOINT_BYTES:
+        raise TooLarge(
+            f"{what} {size:,} bytes of JSON; the limit is {MAX_CHECKPOINT_BYTES:,}{hint}",
+            details={"field": field, "size": size, "limit": MAX_CHECKPOINT_BYTES},
+        )
+
+
 def result_too_large(size: int, limit: int) -> str:
     """What to say of a result over the limit, with the ways out."""
     return (
@@ -311,8 +324,6 @@ def validate_json_size(value: Any, limit_bytes: int, field: str) -> bytes:
         raise InvalidInput(f"{field} {exc}; send null or a string", field=field) from None
     size = len(text)
     if size > limit_bytes:
-        from offload.domain.errors import TooLarge
-
         raise TooLarge(
             f"{field} is {size} bytes; the limit is {limit_bytes}",
             details={"field": field, "size": size, "limit": limit_bytes},

@@ -10,9 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from offload.domain.errors import TooLarge
 from offload.domain.models import (
-    MAX_CHECKPOINT_BYTES,
     MAX_LOG_CHARS,
     MAX_STEP_CHARS,
     Artifact,
@@ -23,7 +21,8 @@ from offload.domain.models import (
     Task,
     utcnow,
 )
-from offload.worker.outcome import ResultTooLarge, to_json
+from offload.domain.rules import check_kept
+from offload.worker.outcome import to_json
 
 
 def _clipped(text: str, limit: int) -> str:
@@ -100,30 +99,20 @@ class WorkerContext:
 
         Raises :class:`offload.TooLarge` for data over 1,000,000 bytes of JSON (and
         ``TypeError`` for data JSON cannot hold), here in the handler, where it is made."""
-        try:
-            value = to_json(data, MAX_CHECKPOINT_BYTES)
-        except ResultTooLarge as exc:
-            raise TooLarge(
-                f"checkpoint {name!r} is {exc.size:,} bytes of JSON; the limit is "
-                f"{MAX_CHECKPOINT_BYTES:,}: keep what resuming needs (an offset, ids), not "
-                "the data itself",
-                details={"field": "checkpoint.data", "size": exc.size,
-                         "limit": MAX_CHECKPOINT_BYTES},
-            ) from None  # fmt: skip
+        value = to_json(data)
+        check_kept(
+            value, "checkpoint.data", f"checkpoint {name!r} is",
+            ": keep what resuming needs (an offset, ids), not the data itself",
+        )  # fmt: skip
         self._send(checkpoint=Checkpoint(name=name, at=utcnow(), data=value))
 
     def artifact(self, artifact: Artifact) -> None:
         """Attach an artifact to the task. Raises :class:`offload.TooLarge` for inline
         content over 1,000,000 bytes of JSON: store it elsewhere and give its ``uri``."""
-        try:
-            to_json(artifact.inline, MAX_CHECKPOINT_BYTES)
-        except ResultTooLarge as exc:
-            raise TooLarge(
-                f"artifact {artifact.name!r} has {exc.size:,} bytes of inline content; the "
-                f"limit is {MAX_CHECKPOINT_BYTES:,}: store it elsewhere and give its uri",
-                details={"field": "artifact.inline", "size": exc.size,
-                         "limit": MAX_CHECKPOINT_BYTES},
-            ) from None  # fmt: skip
+        check_kept(
+            artifact.inline, "artifact.inline", f"artifact {artifact.name!r} has",
+            ": store it elsewhere and give its uri",
+        )  # fmt: skip
         self._send(artifact=artifact)
 
     def last_checkpoint(self, name: str | None = None) -> Checkpoint | None:

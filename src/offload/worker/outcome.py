@@ -79,8 +79,6 @@ class ResultTooLarge(ValueError):
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(result_too_large(size, limit))
-        self.size = size
-        self.limit = limit
 
 
 def to_json(value: Any, max_bytes: int | None = None) -> Any:
