@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from offload.core.agents import AgentService
+from offload.core.heap import collection_paused
 from offload.core.registry import Registry, TaskType
 from offload.domain.errors import (
     DependencyError,
@@ -84,6 +85,8 @@ log = logging.getLogger("offload.service")
 
 WORKFLOW_TYPE = "workflow"
 _ESTIMATE_REFRESH_S = 30.0
+#: Batches this big are built and stored with the cyclic collector paused (see core.heap).
+_PAUSE_GC_MIN = 64
 #: Statuses that say by themselves why a task is not running.
 _STATUS_WAIT = {
     Status.BLOCKED: WaitingOn.DEPENDENCY,
@@ -295,6 +298,14 @@ class QueueService:
                 f"{len(specs)} tasks in one batch; the limit is {MAX_BULK}",
                 details={"limit": MAX_BULK, "size": len(specs)},
             )
+        if len(specs) < _PAUSE_GC_MIN:
+            return await self._submit_many(specs, owner)
+        with collection_paused():
+            return await self._submit_many(specs, owner)
+
+    async def _submit_many(
+        self, specs: Sequence[TaskSpec], owner: str | None
+    ) -> builtins.list[Task]:
         now = self.clock.now()
         await self._refresh_flow()
         tasks = []
