@@ -20,9 +20,9 @@ from fastapi import FastAPI
 from offload.api.app import begin_drain, create_app
 from offload.api.config import ApiSettings, is_loopback
 from offload.core.auth import AuthService
+from offload.core.heap import freeze_startup_heap
 from offload.core.service import QueueService
 from offload.domain.errors import InvalidInput, Unavailable
-from offload.domain.settings import freeze_startup_heap
 
 log = logging.getLogger("offload.api")
 

@@ -55,8 +55,8 @@ def worker(
         # open_client talks to $OFFLOAD_URL when no database is named.
         os.environ["OFFLOAD_URL"] = url
         database_url = None
+    from offload.core.heap import freeze_startup_heap
     from offload.core.registry import default_registry
-    from offload.domain.settings import freeze_startup_heap
     from offload.worker.runtime import Worker, load_imports
 
     # Unimportable modules raise InvalidInput, reported as one line by main().

@@ -298,9 +298,8 @@ class QueueService:
                 f"{len(specs)} tasks in one batch; the limit is {MAX_BULK}",
                 details={"limit": MAX_BULK, "size": len(specs)},
             )
-        if len(specs) < _PAUSE_GC_MIN:
-            return await self._submit_many(specs, owner)
-        with collection_paused():
+        big = len(specs) >= _PAUSE_GC_MIN
+        with collection_paused() if big else contextlib.nullcontext():
             return await self._submit_many(specs, owner)
 
     async def _submit_many(

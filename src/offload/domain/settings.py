@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +20,6 @@ def default_database_url() -> str:
     if url:
         return url
     return f"sqlite:///{offload_home() / 'offload.db'}"
-
-
-def freeze_startup_heap() -> None:
-    """Exempt what a long-running process built at start-up from garbage collection.
-
-    Modules, classes, schemas and the user's task modules live as long as the process, yet
-    every full collection walked them again: about a tenth of a busy worker's CPU went to
-    collections, two thirds of it to those walks. Call when start-up is done (imports
-    loaded, store open), in a process Offload owns (``offload worker``, ``offload serve``),
-    not in a user's program; objects made later are collected as usual.
-    """
-    gc.freeze()
 
 
 def _float_env(name: str, default: float) -> float:

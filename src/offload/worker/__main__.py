@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from offload.client.base import Client
-    from offload.domain.settings import freeze_startup_heap
+    from offload.core.heap import freeze_startup_heap
     from offload.worker.runtime import Worker, load_imports
 
     try:
