@@ -112,17 +112,17 @@ def test_a_submit_whose_commit_reply_is_lost_returns_the_stored_tasks(
     not an error that would make the caller submit the same work twice."""
     import psycopg
 
-    real = PostgresStore._once
+    real = PostgresStore._attempt
     dropped: list[str] = []
 
-    def once(self: PostgresStore, fn: object, *rest: object) -> object:
-        out = real(self, fn, *rest)  # type: ignore[arg-type]
+    def once(self: PostgresStore, conn: object, fn: object, *rest: object) -> object:
+        out = real(self, conn, fn, *rest)  # type: ignore[arg-type]
         if getattr(fn, "__name__", "") == "_insert_tasks" and not dropped:
             dropped.append("after commit")
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return out
 
-    monkeypatch.setattr(PostgresStore, "_once", once)
+    monkeypatch.setattr(PostgresStore, "_attempt", once)
 
     async def scenario() -> tuple[list[object], int]:
         client = await connect(database_url=pg_url)

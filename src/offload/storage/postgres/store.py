@@ -43,6 +43,8 @@ try:
     from psycopg.adapt import Transformer
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
+
+    from offload.storage.postgres import bridge
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise InvalidInput(
         "the PostgreSQL backend needs psycopg: pip install 'offload[postgres]'",
@@ -99,6 +101,30 @@ _PREPARED_MISMATCH = (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePrep
 #: Unique indexes whose rows a transaction looks up before it inserts: losing a race on one
 #: means running the transaction again, which then sees the winner's row.
 _CHECKED_FIRST = frozenset({"tasks_idempotency", "schedules_name"})
+#: What a transaction (or a claim's, see _write_lax) sends first.
+_TX_HEAD = ("BEGIN",)
+_LAX_HEAD = ("BEGIN", "SET LOCAL synchronous_commit TO OFF", "SET LOCAL enable_seqscan TO OFF")
+#: The store's ways of running shared SQL, by name, with their first and last statements:
+#: what can run on the loop's thread (see PostgresStore._run).
+_LOOP_MODES: dict[str, tuple[Sequence[str], str | None]] = {
+    "_tx": (_TX_HEAD, "COMMIT"), "_write_lax": (_LAX_HEAD, "COMMIT"), "_read": ((), None),
+}  # fmt: skip
+
+
+class _InThread(Exception):
+    """An attempt on the loop failed in a way worth repeating: repeat it in a thread."""
+
+    def __init__(self, lost: bool) -> None:
+        super().__init__()
+        self.lost = lost
+
+
+def _quietly(fut: Any) -> None:
+    """Done callback for work nobody awaits: fetch its exception so none is reported."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 _RETRYABLE = (
     psycopg.OperationalError,  # connection lost, server restarting
     pg_errors.DeadlockDetected,
@@ -486,6 +512,14 @@ class PostgresStore(SqlStore):
         self.prepare = prepare in ("true", "on", "1")
         self.retry_for_s = retry_for_s
         self._executor = ThreadPoolExecutor(self.pool_max, thread_name_prefix="offload-pg")
+        self._executor_closed = False
+        #: Connections checked out of the pool for calls on the loop's thread (see bridge):
+        #: the idle ones, how many there are in all, and at most how many (half the pool,
+        #: the rest being the threads' for overflow, retries and the pool's own upkeep).
+        self._loop_idle: list[Any] = []
+        self._loop_held = 0
+        self._loop_max = self.pool_max // 2 if bridge.AVAILABLE else 0
+        self._loop_growing = False
         self._pool: ConnectionPool | None = None
         self._listener: asyncio.Task[None] | None = None
         # One counter and one event per kind of change (see ChangeKind): NOTIFY payloads
@@ -506,8 +540,79 @@ class PostgresStore(SqlStore):
 
     # ------------------------------------------------------------------ plumbing
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
+        # A transaction or read goes on the loop's thread when a loop connection is free
+        # (see bridge); anything else, and the overflow, on the store's threads.
+        mode = _LOOP_MODES.get(getattr(fn, "__name__", "")) if self._loop_max else None
+        if mode is not None and getattr(fn, "__self__", None) is self and not self._closing:
+            if self._loop_idle:
+                out: R = await self._run_on_loop(self._loop_idle.pop(), mode, args[0], args[1:])
+                return out
+            if self._loop_held < self._loop_max:
+                self._grow_loop()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def _run_on_loop(
+        self, conn: Any, mode: tuple[Sequence[str], str | None], fn: Callable[..., R],
+        args: tuple[Any, ...],
+    ) -> R:  # fmt: skip
+        head, tail = mode
+        try:
+            return await bridge.call(self._attempt_on_loop, conn, fn, args, head, tail)
+        except _InThread as again:
+            # Waiting out an outage blocks (backoff sleeps, the pool's reconnects): a thread's
+            # job. It knows whether the first attempt may have committed.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._executor, self._retrying, fn, args, head, tail, again.lost
+            )
+
+    def _attempt_on_loop(
+        self, conn: Any, fn: Callable[..., R], args: tuple[Any, ...], head: Sequence[str],
+        tail: str | None,
+    ) -> R:  # fmt: skip
+        """One attempt in a bridged call; one worth repeating raises :class:`_InThread`."""
+        try:
+            return self._attempt(conn, fn, args, head, tail)
+        except Exception as exc:
+            _, lost = self._judge(exc, lost=False, replays=0)
+            raise _InThread(lost) from exc
+        finally:
+            self._give_back(conn)
+
+    def _give_back(self, conn: Any) -> None:
+        """A loop connection after a call: idle again, or (closed, broken, mid-transaction,
+        or the store closing) returned to the pool, which mends or drops it."""
+        if not (self._closing or conn.broken or conn.closed) and (
+            conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        ):
+            self._loop_idle.append(conn)
+            return
+        self._loop_held -= 1
+        pool = self._pool
+        if pool is None or self._executor_closed:
+            conn.close()
+            return
+        back = asyncio.get_running_loop().run_in_executor(self._executor, pool.putconn, conn)
+        back.add_done_callback(_quietly)
+
+    def _grow_loop(self) -> None:
+        """Check one more connection out of the pool for the loop (in a thread: it may wait
+        for the pool to connect). Until it arrives, calls take threads as before."""
+        if self._loop_growing:
+            return
+        self._loop_growing = True
+        self._loop_held += 1
+        got = asyncio.get_running_loop().run_in_executor(self._executor, self.pool.getconn)
+
+        def grown(fut: asyncio.Future[Any]) -> None:
+            self._loop_growing = False
+            if fut.cancelled() or fut.exception() is not None:
+                self._loop_held -= 1
+                return
+            self._give_back(fut.result())
+
+        got.add_done_callback(grown)
 
     @property
     def pool(self) -> ConnectionPool:
@@ -519,12 +624,9 @@ class PostgresStore(SqlStore):
     def _write_lax(self, fn: Callable[..., R], *args: Any) -> R:
         # Claims and lease renewals touch a handful of rows by key; right after a bulk
         # submit the table has no statistics yet and the planner picks a sequential scan.
-        return self._tx(
-            fn, *args,
-            _settings=("SET LOCAL synchronous_commit TO OFF", "SET LOCAL enable_seqscan TO OFF"),
-        )  # fmt: skip
+        return self._retrying(fn, args, _LAX_HEAD, "COMMIT")
 
-    def _tx(self, fn: Callable[..., R], *args: Any, _settings: Sequence[str] = ()) -> R:
+    def _tx(self, fn: Callable[..., R], *args: Any) -> R:
         """One transaction, retried with backoff while the server is unreachable.
 
         ``BEGIN`` and ``COMMIT`` ride along with the first and last statements (see
@@ -532,7 +634,7 @@ class PostgresStore(SqlStore):
         every write is conditional (lease ids, statuses), so a replay is refused rather
         than doubled.
         """
-        return self._retrying(fn, args, ("BEGIN", *_settings), "COMMIT")
+        return self._retrying(fn, args, _TX_HEAD, "COMMIT")
 
     def _read(self, fn: Callable[..., R], *args: Any) -> R:
         """Reads run without BEGIN/COMMIT. Each statement sees its own snapshot, which the
@@ -542,59 +644,70 @@ class PostgresStore(SqlStore):
 
     _write = _tx
 
-    def _once(
-        self, fn: Callable[..., R], args: tuple[Any, ...], head: Sequence[str], tail: str | None
-    ) -> R:
-        with self.pool.connection() as conn:
-            cur = _Cursor(psycopg.ClientCursor(conn, row_factory=dict_row), tail, self.prepare)
-            for stmt in head:
-                cur.hold(stmt)
-            try:
-                out = fn(cur, *args)
-                if tail is not None and not cur.finished:
-                    cur.announce()
-                    cur.hold(tail)
-                cur.flush()
-                return out
-            except BaseException as exc:
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    with contextlib.suppress(Exception):
-                        conn.execute("ROLLBACK")
-                if isinstance(exc, _PREPARED_MISMATCH):
-                    with contextlib.suppress(Exception):
-                        conn.execute("DEALLOCATE ALL")
-                    _prepared_on(conn).clear()
-                raise
+    def _attempt(
+        self, conn: Any, fn: Callable[..., R], args: tuple[Any, ...], head: Sequence[str],
+        tail: str | None,
+    ) -> R:  # fmt: skip
+        cur = _Cursor(psycopg.ClientCursor(conn, row_factory=dict_row), tail, self.prepare)
+        for stmt in head:
+            cur.hold(stmt)
+        try:
+            out = fn(cur, *args)
+            if tail is not None and not cur.finished:
+                cur.announce()
+                cur.hold(tail)
+            cur.flush()
+            return out
+        except BaseException as exc:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, _PREPARED_MISMATCH):
+                with contextlib.suppress(Exception):
+                    conn.execute("DEALLOCATE ALL")
+                _prepared_on(conn).clear()
+            raise
+
+    def _judge(self, exc: Exception, *, lost: bool, replays: int) -> tuple[bool, bool]:
+        """What a failed attempt calls for: raises what is final, else returns (wait before
+        the next attempt, whether an attempt so far may have committed unseen)."""
+        if isinstance(exc, pg_errors.UniqueViolation):
+            if lost and exc.diag.constraint_name == "tasks_pkey":
+                raise CommittedBefore from exc
+            # Two submits with one idempotency key (or two schedules with one name): the
+            # other committed first, and the index made this one wait for it. Run again:
+            # the transaction then finds that row, as if it had come second.
+            if exc.diag.constraint_name not in _CHECKED_FIRST or replays >= 3:
+                raise exc
+            return False, lost
+        if isinstance(exc, psycopg.DataError):
+            # A value PostgreSQL cannot hold (NUL in text, say): the caller's to fix.
+            raise InvalidInput(
+                f"PostgreSQL cannot store or look up this value: {exc}".strip()
+            ) from None
+        if isinstance(exc, _RETRYABLE):
+            return True, lost or (
+                isinstance(exc, psycopg.OperationalError)
+                and not isinstance(exc, pg_errors.TransactionRollback)
+            )
+        raise exc
 
     def _retrying(
-        self, fn: Callable[..., R], args: tuple[Any, ...], head: Sequence[str], tail: str | None
-    ) -> R:
+        self, fn: Callable[..., R], args: tuple[Any, ...], head: Sequence[str],
+        tail: str | None, lost: bool = False,
+    ) -> R:  # fmt: skip
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.05
         replays = 0
-        lost = False  # a connection dropped: an earlier attempt may have committed
         while True:
             try:
-                return self._once(fn, args, head, tail)
-            except pg_errors.UniqueViolation as exc:
-                if lost and exc.diag.constraint_name == "tasks_pkey":
-                    raise CommittedBefore from exc
-                # Two submits with one idempotency key (or two schedules with one name): the
-                # other committed first, and the index made this one wait for it. Run again:
-                # the transaction then finds that row, as if it had come second.
-                if exc.diag.constraint_name not in _CHECKED_FIRST or replays >= 3:
-                    raise
-                replays += 1
-            except psycopg.DataError as exc:
-                # A value PostgreSQL cannot hold (NUL in text, say): the caller's to fix.
-                raise InvalidInput(
-                    f"PostgreSQL cannot store or look up this value: {exc}".strip()
-                ) from None
-            except _RETRYABLE as exc:
-                lost = lost or (
-                    isinstance(exc, psycopg.OperationalError)
-                    and not isinstance(exc, pg_errors.TransactionRollback)
-                )
+                with self.pool.connection() as conn:
+                    return self._attempt(conn, fn, args, head, tail)
+            except Exception as exc:
+                wait, lost = self._judge(exc, lost=lost, replays=replays)
+                if not wait:
+                    replays += 1
+                    continue
                 if self._closing or time.monotonic() + delay > deadline:
                     raise Unavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
                 log.warning("database error, retrying in %.2fs: %s", delay, exc)
@@ -612,6 +725,7 @@ class PostgresStore(SqlStore):
             self._pool = ConnectionPool(
                 self.conninfo, min_size=self.pool_min, max_size=self.pool_max, open=False,
                 kwargs={"autocommit": True, "options": "-c jit=off"}, name="offload",
+                connection_class=bridge.LoopConnection,
             )  # fmt: skip
             try:
                 self._pool.open(wait=True, timeout=30)
@@ -619,6 +733,9 @@ class PostgresStore(SqlStore):
                 raise Unavailable(f"cannot connect to PostgreSQL at {self._redacted()}: "
                                   f"{exc}") from exc  # fmt: skip
             self._migrate()
+            if self._loop_max:
+                self._loop_idle.append(self._pool.getconn())
+                self._loop_held = 1
 
         await self._run(_open)
         self._changed = {kind: asyncio.Event() for kind in CHANGE_KINDS}
@@ -693,8 +810,13 @@ class PostgresStore(SqlStore):
                 await self._listener
         if self._pool is not None:
             pool = self._pool
+            idle, self._loop_idle = self._loop_idle, []
+            self._loop_held -= len(idle)
+            for conn in idle:
+                await self._run(pool.putconn, conn)
             await self._run(pool.close)
             self._pool = None
+        self._executor_closed = True
         self._executor.shutdown(wait=True)
 
     async def schema_version(self) -> int:
