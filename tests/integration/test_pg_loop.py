@@ -167,3 +167,43 @@ def test_a_session_reset_on_a_loop_connection_prepares_again(pg_url: str) -> Non
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_wait_right_after_submit_sees_a_finish_heard_before_it_began(pg_url: str) -> None:
+    """The wait that follows a submit skips its first read: the change token taken before
+    the insert still catches a finish announced (and heard) before the wait began."""
+
+    async def scenario() -> tuple[float, str]:
+        client, _ = await _open(pg_url)
+        other, _ = await _open(pg_url)
+        try:
+            task = await client.submit("util.echo", {"n": 1})
+            await other.cancel(task.id, "finished elsewhere")
+            await asyncio.sleep(0.2)  # this process hears the NOTIFY before waiting
+            start = time.monotonic()
+            done = await client.wait(task.id, timeout=5)
+            return time.monotonic() - start, done.status.value
+        finally:
+            await other.close()
+            await client.close()
+
+    took, status = asyncio.run(scenario())
+    assert status == "cancelled"
+    assert took < 0.5, took
+
+
+def test_a_wait_after_submit_still_hides_another_tenants_task(pg_url: str) -> None:
+    from offload.domain.errors import NotFound
+
+    async def scenario() -> None:
+        client, _ = await _open(pg_url)
+        try:
+            mine = LocalClient(client.service, owner="tenant-a")
+            theirs = LocalClient(client.service, owner="tenant-b")
+            task = await mine.submit("util.echo", {"n": 1})
+            with pytest.raises(NotFound):
+                await theirs.wait(task.id, timeout=1)
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
