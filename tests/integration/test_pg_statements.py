@@ -4,11 +4,12 @@ connection whose prepared statements vanished (a pooler reset its session) recov
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from offload.client.factory import connect
-from offload.domain.models import AgentRegistration, ClaimRequest, TaskSpec
+from offload.domain.models import AgentRegistration, ClaimRequest, Completion, TaskSpec
 from offload.storage.postgres.store import PostgresStore
 from tests.pgcluster import PgCluster
 
@@ -49,6 +50,53 @@ def test_claims_and_reads_are_prepared_and_survive_a_session_reset(pg_url: str) 
             assert [t.id for t in await client.claim(req)] == [second.id]
             assert (await client.get(second.id)).id == second.id
             assert await asyncio.to_thread(_prepared, store) >= names
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def _prepared_texts(store: PostgresStore) -> list[str]:
+    with store.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'offload_%'"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_single_submits_and_completions_are_prepared_with_the_same_rows(pg_url: str) -> None:
+    async def scenario() -> None:
+        client = await connect(database_url=f"{pg_url}?pool_min=1&pool_max=1")
+        store = client.service.store
+        assert isinstance(store, PostgresStore)
+        try:
+            agent = await client.register_agent(AgentRegistration(name="w", capabilities={}))
+            req = ClaimRequest(agent_id=agent.id, capabilities=[], types=["util.echo"])
+            for round_ in range(2):
+                task = await client.submit("util.echo", {"n": round_}, tags=["t"])
+                [held] = await client.claim(req)
+                assert held.lease is not None
+                [ack] = await client.complete(
+                    [Completion(task_id=held.id, lease_id=held.lease.id, result={"ok": 1})]
+                )
+                assert ack.ok
+                done = await client.get(task.id)
+                assert done.status.value == "completed" and done.result == {"ok": 1}
+                assert done.finished_at is not None and done.tags == ["t"]
+                kinds = [e.kind for e in await client.events(task.id)]
+                assert kinds[0] == "created" and kinds[-1] == "completed"
+                # The text shows the query that carried each PREPARE.
+                texts = " ".join(await asyncio.to_thread(_prepared_texts, store))
+                for body in ("INSERT INTO tasks (", "INSERT INTO task_events (",
+                             "WITH u AS (UPDATE tasks SET status = CASE"):  # fmt: skip
+                    assert re.search(r"PREPARE offload_\w+ AS " + re.escape(body), texts), body
+                if round_ == 0:
+                    # A pooler's reset drops them; the second round prepares them again.
+                    def reset() -> None:
+                        with store.pool.connection() as conn:
+                            conn.execute("DEALLOCATE ALL")
+
+                    await asyncio.to_thread(reset)
         finally:
             await client.close()
 

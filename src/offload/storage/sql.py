@@ -85,6 +85,8 @@ R = TypeVar("R")
 
 _TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 _LEASED_SQL = "('assigned', 'running')"
+#: Completions of up to this many tasks at once are prepared statements (one per size).
+PREPARED_COMPLETIONS = 4
 _EVENT_SQL = "INSERT INTO task_events (task_id, at, kind, actor, data) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -174,6 +176,9 @@ class Dialect:
     claim_recheck = " AND status = 'queued'"
     #: Whether event numbers can become visible out of order (concurrent writers).
     seq_gaps = False
+    #: A float parameter where the statement gives its type no context (a CASE branch,
+    #: arithmetic): PostgreSQL needs the cast to prepare the statement.
+    real = "?"
 
     def complete_statement(self, update: str) -> str | None:
         """``update`` (a completion ``UPDATE … RETURNING``) made to also append the
@@ -963,12 +968,13 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
     def _completion_update(self, rows: int, where: str = "") -> str:
         # A task that requires review (stored `review` non-NULL) goes to `reviewing`,
         # keeping its result; it is not finished until a reviewer approves.
+        real = self.d.real
         return (
             "UPDATE tasks SET status = CASE WHEN tasks.review IS NULL THEN 'completed' "
             "ELSE 'reviewing' END, result = c.column3, error = NULL, "
-            "progress = 100, finished_at = CASE WHEN tasks.review IS NULL THEN ? END, "
-            "actual_duration_s = ? - started_at, "
-            "updated_at = ?, lease_id = NULL, lease_expires_at = NULL "
+            f"progress = 100, finished_at = CASE WHEN tasks.review IS NULL THEN {real} END, "
+            f"actual_duration_s = {real} - started_at, "
+            f"updated_at = {real}, lease_id = NULL, lease_expires_at = NULL "
             f"FROM {self.d.values(rows, 3)} "
             f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
             f"AND tasks.status IN {_LEASED_SQL}{where} "
@@ -1002,7 +1008,10 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         )
         whole = self.d.complete_commit_statement(update)
         assert whole is not None
-        rows = cur.finish(whole, (now, now, now, *values, now)).fetchall()
+        # An idle worker completes one task at a time: planning that statement afresh cost
+        # more than running it. Batches vary in size; each size would be its own statement.
+        small = len(values) <= 3 * PREPARED_COMPLETIONS
+        rows = cur.finish(whole, (now, now, now, *values, now), prepare=small).fetchall()
         return {r["id"]: Ack.accepted(r["id"], Status.COMPLETED) for r in rows}
 
     def _complete(self, cur: Cursor, items: list[Completion], now: float) -> list[Ack]:

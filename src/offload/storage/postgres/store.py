@@ -141,6 +141,7 @@ class PgDialect(Dialect):
     skip_locked = " FOR UPDATE SKIP LOCKED"
     claim_recheck = ""
     seq_gaps = True
+    real = "?::float8"
 
     def append_json(self, column: str) -> str:
         return f"({column}::jsonb || jsonb_build_array(?::jsonb))::text"
@@ -400,6 +401,13 @@ class _Cursor:
         if not rows:
             return
         cols = ", ".join(columns)
+        if len(rows) == 1:
+            # One task or event (a single submit, a claim's event): a prepared INSERT skips
+            # parsing and planning its few dozen columns at every call.
+            sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))})"
+            stmt = self._statement(sql, rows[0], True)
+            self._held.append(stmt)
+            return
         if len(rows) < COPY_MIN_ROWS:
             row_sql = "(" + ", ".join("?" * len(columns)) + ")"
             values = ", ".join(self._render(row_sql, r) for r in rows)
