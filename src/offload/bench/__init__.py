@@ -29,7 +29,6 @@ from offload.domain.flow import LimitSpec
 from offload.domain.models import TaskFilter, TaskSpec
 from offload.domain.status import TERMINAL, Status
 
-BATCH = 1000
 BENCH_TYPE = "util.echo"
 
 
@@ -96,11 +95,12 @@ async def run_bench(
         base = (await client.list(everything)).total
         # 1. bulk submit
         specs = [TaskSpec(type=BENCH_TYPE, input={"i": i}, tags=[run_tag]) for i in range(tasks)]
+        # The SDK's bulk submit: transactions of 1,000, two under way at once.
         t0 = time.perf_counter()
-        for start in range(0, tasks, BATCH):
-            await client.submit_many(specs[start : start + BATCH])
-            if progress:
-                progress("submit", min(start + BATCH, tasks), tasks)
+        await client.submit_all(
+            specs,
+            progress=(lambda done, total: progress("submit", done, total)) if progress else None,
+        )
         submit_s = time.perf_counter() - t0
 
         # 2. one worker process, timed from spawn
@@ -314,7 +314,9 @@ def main(
     )
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("bulk submit", f"{result.submit_per_s:,.0f} tasks/s")
+    table.add_row(
+        "bulk submit (batches of 1,000, 2 in flight)", f"{result.submit_per_s:,.0f} tasks/s"
+    )
     table.add_row("processed (1 worker, from spawn)", f"{result.processed_per_s:,.0f} tasks/s")
     table.add_row("steady state", f"{result.steady_per_s:,.0f} tasks/s")
     table.add_row("results verified", "yes" if result.verified else "NO")

@@ -113,8 +113,7 @@ async def run_http_bench(
 
         specs = [TaskSpec(type=BENCH_TYPE, input={"i": i}, tags=[tag]) for i in range(bulk_tasks)]
         start = time.perf_counter()
-        for offset in range(0, bulk_tasks, BATCH):
-            await client.submit_many(specs[offset : offset + BATCH])
+        await client.submit_all(specs)  # batches of 1,000, two under way at once
         bulk_s = time.perf_counter() - start
         if report:
             report("bulk submits", bulk_tasks, bulk_tasks)
@@ -177,7 +176,7 @@ def main(
     )
     table.add_row("submit latency p99", f"{result.submit_p99_ms:.2f} ms")
     table.add_row("submit latency mean", f"{result.submit_mean_ms:.2f} ms")
-    table.add_row(f"bulk submit ({result.bulk_tasks}, batches of {BATCH})",
+    table.add_row(f"bulk submit ({result.bulk_tasks}, batches of {BATCH}, 2 in flight)",
                   f"{result.bulk_per_s:,.0f} tasks/s")  # fmt: skip
     table.add_row("bulk verified", "yes" if result.bulk_verified else "NO")
     console.print(table)

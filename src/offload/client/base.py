@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
+from offload.client.bulk import IN_FLIGHT, Progress
 from offload.domain.agents import AgentWorkload, Bid, BidSpec, QueueDispatch, QueueDispatchUpdate
 from offload.domain.flow import (
     Limit,
@@ -62,6 +63,17 @@ class AsyncClient(Protocol):
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
         """Create up to 1,000 tasks atomically: all or none."""
+        ...
+
+    async def submit_all(
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        in_flight: int = IN_FLIGHT,
+        progress: Progress | None = None,
+    ) -> builtins.list[Task]:
+        """Create any number of tasks in batches of up to 1,000 (each all or none),
+        ``in_flight`` batches under way at once; see :func:`offload.client.bulk.submit_all`."""
         ...
 
     async def submit_workflow(self, spec: WorkflowSpec) -> Task:
@@ -316,6 +328,20 @@ class Client:
         """Create up to 1,000 tasks atomically."""
         parsed = [s if isinstance(s, TaskSpec) else validated(TaskSpec, s) for s in specs]
         return self._run(self.aio.submit_many(parsed))
+
+    def submit_all(
+        self,
+        specs: Sequence[TaskSpec | dict[str, Any]],
+        *,
+        in_flight: int = IN_FLIGHT,
+        progress: Progress | None = None,
+    ) -> builtins.list[Task]:
+        """Create any number of tasks: batches of up to 1,000, each all or none, with
+        ``in_flight`` under way at once. A failed batch's error lists the positions of the
+        tasks that were created (``details["created"]``). ``progress(done, total)`` is called
+        after each batch (on the client's thread)."""
+        parsed = [s if isinstance(s, TaskSpec) else validated(TaskSpec, s) for s in specs]
+        return self._run(self.aio.submit_all(parsed, in_flight=in_flight, progress=progress))
 
     def submit_workflow(self, spec: WorkflowSpec | dict[str, Any]) -> Task:
         """Create a workflow; returns the parent task."""

@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
+from offload.client import bulk
 from offload.core.auth import Forbidden, Unauthenticated
 from offload.domain.agents import (
     AgentStatusChange,
@@ -303,6 +304,18 @@ class HttpClient:
             return []
         body = b'{"tasks":' + _SPECS.dump_json(list(specs), exclude_unset=True) + b"}"
         return (await self._post("/v1/tasks/batch", _Tasks, body)).tasks
+
+    async def submit_all(
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        in_flight: int = bulk.IN_FLIGHT,
+        progress: bulk.Progress | None = None,
+    ) -> builtins.list[Task]:
+        """Create any number of tasks in batches of up to 1,000, a few under way at once."""
+        return await bulk.submit_all(
+            self.submit_many, specs, in_flight=in_flight, progress=progress
+        )
 
     async def submit_workflow(self, spec: WorkflowSpec) -> Task:
         """Create a workflow; returns the parent."""

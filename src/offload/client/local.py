@@ -6,6 +6,7 @@ import builtins
 from collections.abc import Sequence
 from typing import Any
 
+from offload.client import bulk
 from offload.core.service import QueueService
 from offload.domain.agents import AgentWorkload, Bid, BidSpec, QueueDispatch, QueueDispatchUpdate
 from offload.domain.flow import (
@@ -60,6 +61,18 @@ class LocalClient:
     async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
         """Create up to 1,000 tasks atomically."""
         return await self.service.submit_many(specs, self.owner)
+
+    async def submit_all(
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        in_flight: int = bulk.IN_FLIGHT,
+        progress: bulk.Progress | None = None,
+    ) -> builtins.list[Task]:
+        """Create any number of tasks in batches of up to 1,000, a few under way at once."""
+        return await bulk.submit_all(
+            self.submit_many, specs, in_flight=in_flight, progress=progress
+        )
 
     async def submit_workflow(self, spec: WorkflowSpec) -> Task:
         """Create a workflow."""
