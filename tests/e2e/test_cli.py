@@ -243,6 +243,62 @@ def test_json_outputs_parse(cli: Cli) -> None:
     assert "util.echo" in cli.ok("task", "status", task_id)
 
 
+def _spec_lines(n: int, tag: str, bad_at: int | None = None) -> str:
+    return "".join(
+        json.dumps({"type": "no.such.type" if i == bad_at else "util.echo", "input": {"i": i},
+                    "queue": PARKED, "tags": [tag]}) + "\n"
+        for i in range(n)
+    )  # fmt: skip
+
+
+def test_submit_a_file_of_tasks(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(_spec_lines(1_500, "from-file"), encoding="utf-8")
+    out = cli.json("task", "submit", str(path))
+    assert out["created"] == 1_500 and len(set(out["ids"])) == 1_500
+    assert cli.json("task", "list", "--tag", "from-file", "--limit", "1")["total"] == 1_500
+    # Human output: one line; stdin and a JSON array work too.
+    one = cli("task", "submit", "-", stdin='{"type": "util.echo", "queue": "parked"}\n')
+    assert one.returncode == 0 and one.stderr == "", one.stderr
+    assert one.stdout.startswith("created 1 task (") and one.stdout.count("\n") == 1
+    proc = cli(
+        "task", "submit", "-", "--json", stdin='[{"type": "util.echo"}, {"type": "util.echo"}]'
+    )
+    assert proc.returncode == 0 and json.loads(proc.stdout)["created"] == 2
+
+
+def test_a_bad_line_in_a_task_file_is_named_and_nothing_is_sent(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        _spec_lines(3, "bad-line") + '{"type": "util.echo", "priority": "urgent"}\n',
+        encoding="utf-8",
+    )
+    _assert_one_error(cli("task", "submit", str(path)), "bad.jsonl line 4: priority")
+    path.write_text(_spec_lines(2, "bad-json") + "{not json\n", encoding="utf-8")
+    _assert_one_error(cli("task", "submit", str(path)), "bad.jsonl line 3 is not valid JSON")
+    _assert_one_error(cli("task", "submit", "-", stdin="\n"), "stdin holds no tasks")
+    _assert_one_error(cli("task", "submit", str(tmp_path / "nope.jsonl")), "cannot read")
+    for tag in ("bad-line", "bad-json"):
+        assert cli.json("task", "list", "--tag", tag, "--limit", "1")["total"] == 0
+
+
+def test_a_refused_batch_says_which_lines_were_created(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "refused.jsonl"
+    path.write_text(_spec_lines(2_500, "refused", bad_at=1_200), encoding="utf-8")
+    proc = cli("task", "submit", str(path), "--in-flight", "1")
+    _assert_one_error(
+        proc,
+        "refused.jsonl line 1201: unknown task type 'no.such.type'",
+        "(lines 1-1000 were created, the others were not)",
+    )
+    assert "submit only the tasks not created" in proc.stderr
+    assert cli.json("task", "list", "--tag", "refused", "--limit", "1")["total"] == 1_000
+    err = json.loads(cli("task", "submit", str(path), "--in-flight", "1", "--json").stdout)
+    assert err["error"]["code"] == "unknown_task_type"
+    assert err["error"]["details"]["created"] == [[0, 1000]]
+    assert err["error"]["details"]["index"] == 1_200
+
+
 def test_run_at_relative_time_schedules(cli: Cli) -> None:
     task = cli.json("task", "create", "--type", "util.echo", "--run-at", "+1h", "--queue", PARKED)
     assert task["status"] == "scheduled" and task["run_at"]

@@ -21,9 +21,11 @@ from offload.cli.common import (
     parse_json,
     parse_when,
     print_json,
+    read_text,
     render_result,
     split_list,
     status_text,
+    stderr,
     stdout,
     table,
     wait_for,
@@ -215,6 +217,140 @@ def create(
         if not json_out:
             print(task.id, flush=True)
         finish(wait_for(client, task.id, timeout_wait), json_out=json_out)
+
+
+@app.command("submit")
+def submit_file(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Task specs: JSON Lines (one object per line, as for `POST /v1/tasks`) or "
+            "one JSON array; '-' reads stdin.",
+            metavar="FILE",
+            show_default=False,
+        ),
+    ],
+    in_flight: Annotated[
+        int,
+        typer.Option("--in-flight", min=1, max=8, help="Batches of 1,000 under way at once."),
+    ] = 2,
+    json_out: JsonOut = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create many tasks from a file: batches of 1,000, each all or none.
+
+    Every task is checked before anything is sent. If a batch is refused, no further batch is sent and the error says which lines were created.
+    """  # noqa: E501 (one paragraph of --help)
+    from offload.domain.errors import OffloadError
+
+    specs, places = _read_specs(source)
+    with open_client(database_url) as client:
+        try:
+            # A bar only for a person watching: scripts and logs get the outcome alone.
+            if json_out or not stderr().is_terminal:
+                tasks = client.submit_all(specs, in_flight=in_flight)
+            else:
+                tasks = _submit_with_bar(client, specs, in_flight)
+        except OffloadError as exc:
+            raise _located(exc, source, places) from None
+    if json_out:
+        print_json({"created": len(tasks), "ids": [t.id for t in tasks]})
+        return
+    ids = tasks[0].id if len(tasks) == 1 else f"{tasks[0].id} … {tasks[-1].id}"
+    plural = "s" if len(tasks) != 1 else ""
+    stdout().print(f"created {len(tasks):,} task{plural} ({ids})", highlight=False)
+
+
+def _read_specs(source: Path) -> tuple[list[Any], list[str]]:
+    """The specs in ``source`` (validated) and where each is: "line 7" or "item 7"."""
+    from offload.domain.errors import InvalidInput
+    from offload.domain.models import TaskSpec, validated
+
+    try:
+        text = read_text(source)
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror or exc}", code="not_found") from None
+    name = _source_name(source)
+    items: list[tuple[str, Any]] = []
+    if text.lstrip().startswith("["):
+        data = _decoded(text, name)
+        items = [(f"item {number}", item) for number, item in enumerate(data, 1)]
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                items.append((f"line {number}", _decoded(line, f"{name} line {number}")))
+    if not items:
+        raise CliError(f"{name} holds no tasks", code="invalid_input")
+    specs, places = [], []
+    for place, item in items:
+        try:
+            specs.append(validated(TaskSpec, item))
+        except InvalidInput as exc:
+            raise CliError(f"{name} {place}: {exc.message}", code="invalid_input") from None
+        places.append(place)
+    return specs, places
+
+
+def _source_name(source: Path) -> str:
+    return "stdin" if str(source) == "-" else str(source)
+
+
+def _decoded(text: str, where: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{where} is not valid JSON: {exc.msg} (column {exc.colno})"
+            if "line" in where
+            else f"{where} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            code="invalid_json",
+        ) from None
+
+
+def _submit_with_bar(client: Client, specs: list[Any], in_flight: int) -> list[Task]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "submitting", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr()
+    ) as progress:
+        bar = progress.add_task("submit", total=len(specs))
+        return client.submit_all(
+            specs,
+            in_flight=in_flight,
+            progress=lambda done, _total: progress.update(bar, completed=done),
+        )
+
+
+def _located(exc: Any, source: Path, places: list[str]) -> CliError:
+    """A refused batch's error in the file's terms: where the task is, what was created."""
+    details = dict(exc.details)
+    index = details.get("index")
+    where = f" {places[index]}" if isinstance(index, int) and 0 <= index < len(places) else ""
+    created = [(a, b) for a, b in details.get("created") or [] if 0 <= a < b <= len(places)]
+    # "lines 1-1000, 2001-2500 were created" (or items, for a JSON array)
+    spans = [places[a].split()[1] + (f"-{places[b - 1].split()[1]}" if b - a > 1 else "")
+             for a, b in created]  # fmt: skip
+    kind = places[0].split()[0]
+    plural = len(created) > 1 or any(b - a > 1 for a, b in created)
+    said = (
+        f"{kind}{'s' if plural else ''} {', '.join(spans)} "
+        f"{'were' if plural else 'was'} created, the others were not"
+        if spans
+        else "no task was created"
+    )
+    details["created_places"] = [[places[a], places[b - 1]] for a, b in created]
+    reason = details.get("reason", exc.message)
+    return CliError(
+        f"{_source_name(source)}{where}: {reason} ({said})",
+        code=exc.code,
+        details=details,
+        hint="submit only the tasks not created, or give the tasks idempotency keys and "
+        "submit the whole file again"
+        if spans
+        else None,
+    )
 
 
 def _detail_table(task: Task) -> Table:

@@ -98,15 +98,19 @@ def _with_created(exc: Exception, offset: int, created: list[list[int]]) -> Exce
     )
     if isinstance(exc, OffloadError):
         index = exc.details.get("index")
-        message = exc.message
+        message = reason = exc.message
         if isinstance(index, int):
             # The batch numbered its tasks from 0; say where the task is in the caller's list.
             exc.details["index"] = offset + index
-            message = message.replace(f"task #{index}:", f"task #{offset + index}:", 1)
+            reason = message.removeprefix(f"task #{index}: ")
+            message = f"task #{offset + index}: {reason}"
         elif offset:
             message = f"batch from task #{offset}: {message}"
         exc.message = f"{message} ({said})"
         exc.args = (exc.message,)
+        # What went wrong alone, for callers that say where in their own terms (the CLI
+        # names the file's line).
+        exc.details["reason"] = reason
         exc.details["created"] = created
     else:
         exc.add_note(f"offload: {said} (positions {created})")
