@@ -309,3 +309,16 @@ def test_async_builtin_is_detected() -> None:
     assert echo.handler is not None
     result: Any = asyncio.run(echo.handler(**echo.call_kwargs({"k": 1})))
     assert result == {"k": 1}
+
+
+@pytest.mark.parametrize("retries", [-1, 101, 2**40, 2.5, True])
+def test_a_type_with_retries_outside_0_to_100_is_refused_at_declaration(retries: Any) -> None:
+    reg = Registry()
+    with pytest.raises(InvalidInput, match=r"t\.bad: retries must be") as caught:
+        reg.task("t.bad", retries=retries)(add)
+    assert caught.value.field == "retries"
+    with pytest.raises(InvalidInput, match="retries must be"):
+        reg.declare("t.declared", max_retries=retries)
+    assert "t.bad" not in reg and "t.declared" not in reg
+    reg.task("t.ok", retries=100)(add)
+    reg.task("t.none", retries=0)(add)

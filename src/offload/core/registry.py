@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create
 from offload.domain.errors import InvalidInput, UnknownTaskType
 from offload.domain.flow import ConcurrencyStrategy, LimitSpec
 from offload.domain.models import (
+    MAX_RETRIES,
     Artifact,
     OptionalReviewSpec,
     RetryPolicy,
@@ -287,6 +288,18 @@ class Registry:
     def add(self, task_type: TaskType) -> TaskType:
         """Register (or replace) a type."""
         task_type.limit_spec()  # bad limits are refused at declaration, not at first use
+        retries = task_type.max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise InvalidInput(
+                f"{task_type.name}: retries must be a whole number, got {retries!r}",
+                field="retries",
+            )
+        if not 0 <= retries <= MAX_RETRIES:
+            # As for a task's own max_retries; a bigger default could not even be stored.
+            raise InvalidInput(
+                f"{task_type.name}: retries must be 0-{MAX_RETRIES}, got {retries}",
+                field="retries",
+            )
         self._types[task_type.name] = task_type
         return task_type
 

@@ -104,6 +104,8 @@ Label = Annotated[str, Field(max_length=100)]
 
 PRIORITY_NAMES: dict[str, int] = {"low": 2, "normal": 5, "high": 8, "critical": 10}
 MAX_BULK = 1000
+#: The most retries a task (or a task type, by default) may have.
+MAX_RETRIES = 100
 
 
 def parse_priority(value: object) -> int:
@@ -627,7 +629,7 @@ class TaskSpec(_Model):
     capabilities: list[Label] | None = Field(None, max_length=50)
     agent_id: str | None = None
     depends_on: Dependencies = Field(default_factory=list, max_length=1000)
-    max_retries: int | None = Field(None, ge=0, le=100)
+    max_retries: int | None = Field(None, ge=0, le=MAX_RETRIES)
     retry: RetryPolicy | None = None
     timeout_s: float | None = Field(None, gt=0)
     run_at: datetime | None = None
