@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: run test check lint format typecheck layers bench clean install
+.PHONY: run test check lint format typecheck layers bench bench-peers clean install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -45,6 +45,10 @@ check: lint typecheck layers test
 ## Throughput and latency benchmark (prints a table).
 bench: $(STAMP)
 	$(BIN)/offload bench
+
+## The same beside PgQueuer and Procrastinate on one PostgreSQL, alternated (see the script).
+bench-peers: $(STAMP)
+	$(BIN)/python bench/side_by_side.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
