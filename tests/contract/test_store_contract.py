@@ -137,8 +137,8 @@ def test_bulk_submit_is_all_or_nothing(svc: Harness) -> None:
 @pytest.mark.parametrize("n", [40, 240])
 def test_bulk_submit_stores_each_task_as_given(svc: Harness, n: int) -> None:
     """Batches are written column-wise (values the batch shares once; on PostgreSQL one
-    multi-row INSERT below 200 tasks, binary COPY from 200): every task of a mixed batch
-    must read back exactly as the submit returned it."""
+    multi-row INSERT below 200 tasks, COPY from 200): every task of a mixed batch must read
+    back exactly as the submit returned it."""
     now = svc.clock.now()
     specs = [
         spec(

@@ -227,8 +227,6 @@ class PgDialect(Dialect):
 
 #: SQL texts split at their ``?`` placeholders (our SQL has no other ``?``).
 _fragments: dict[str, list[str]] = {}
-#: An integer column of a binary COPY: position, name, bounds.
-_Range = tuple[int, str, int, int]
 #: Prepared statement name and ``$n`` text of each SQL text that is prepared.
 _prepared_forms: dict[str, tuple[str, str]] = {}
 
@@ -249,24 +247,6 @@ def _prepared_on(conn: psycopg.Connection[Any]) -> set[str]:
     if names is None:
         names = conn.__dict__["_offload_prepared"] = set()
     return names
-
-
-#: Column types of the tables bulk-appended with binary COPY, by (table, columns).
-_COLUMN_TYPES: dict[tuple[str, str], tuple[list[str], list[_Range]]] = {}
-#: Binary COPY sends an integer in its column's width, and psycopg keeps only the low bits
-#: of a wider one; text COPY refused such a value, so it is refused here.
-_INT_BOUNDS = {
-    "smallint": (-(2**15), 2**15 - 1),
-    "integer": (-(2**31), 2**31 - 1),
-    "bigint": (-(2**63), 2**63 - 1),
-}
-
-
-def _check_ranges(row: Sequence[Any], ranges: list[_Range]) -> None:
-    for i, name, low, high in ranges:
-        v = row[i]
-        if v is not None and not low <= v <= high:
-            raise InvalidInput(f"{name} {v} is out of range ({low} to {high})", field=name)
 
 
 #: Batches at least this big are appended with COPY (its own round trips pay off only for big
@@ -435,40 +415,10 @@ class _Cursor:
             return
         # COPY streams rows without per-row parsing:
         # several times faster for a 1,000-task batch. It cannot share a query string.
-        # Binary COPY: each value is dumped in the column's own format, no text to build and
-        # escape (a fifth of a bulk submit's CPU went into formatting text rows).
         self.flush()
-        types, ranges = self._column_types(table, cols)
-        with self._cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(types)
-            write = copy.write_row
-            if ranges:
-                for row in rows:
-                    _check_ranges(row, ranges)
-                    write(row)
-            else:
-                for row in rows:
-                    write(row)
-
-    def _column_types(self, table: str, cols: str) -> tuple[list[str], list[_Range]]:
-        """The columns' types (read from the catalogue once per process) and the integer
-        columns' bounds."""
-        key = (table, cols)
-        known = _COLUMN_TYPES.get(key)
-        if known is None:
-            rows = self._cur.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute "
-                f"WHERE attrelid = {self._literal(table).decode()}::regclass "
-                "AND attnum > 0 AND NOT attisdropped"
-            ).fetchall()
-            by_name = {r["attname"]: r["type"] for r in rows}
-            names = [c.strip() for c in cols.split(",")]
-            types = [by_name[n] for n in names]
-            ranges = [
-                (i, names[i], *_INT_BOUNDS[t]) for i, t in enumerate(types) if t in _INT_BOUNDS
-            ]
-            known = _COLUMN_TYPES[key] = (types, ranges)
-        return known
+        with self._cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def fetchone(self) -> Row | None:
         return self._cur.fetchone()
