@@ -8,11 +8,12 @@ ratios, taken round by round, do.
     .venv/bin/python bench/side_by_side.py --rounds 3
     .venv/bin/python bench/side_by_side.py --peers pgqueuer --port 5441 --json
 
-Needs: the harness (`../shared/bench/peers`, or --peers-dir) with its virtualenv
-(`setup.sh` there, or `python3 -m venv .venv && .venv/bin/pip install -r requirements.txt`),
-and a PostgreSQL 15 on 127.0.0.1:PORT with the harness's settings (its `services.sh start`
-starts one on 5440: fsync and synchronous_commit on, shared_buffers 256MB). Each system
-drops and recreates its own database there.
+Needs: the harness (`../shared/bench/peers`, or a writable copy of it given as --peers-dir)
+with its virtualenv (`setup.sh` there, or `python3 -m venv .venv && .venv/bin/pip install
+-r requirements.txt`), and a PostgreSQL 15 on 127.0.0.1:PORT with the harness's settings
+(its `services.sh start` starts one on 5440, beside the Redis that `setup.sh` installs:
+fsync and synchronous_commit on, shared_buffers 256MB). Each system drops and recreates
+its own database there.
 """
 
 from __future__ import annotations
