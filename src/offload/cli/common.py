@@ -128,14 +128,18 @@ def read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def parse_json(text: str, *, option: str) -> Any:
-    """Decode JSON given on the command line, naming the option when it is malformed."""
+_SHELL_HINT = """quote it for the shell, e.g. --input '{"n": 10}'"""
+
+
+def parse_json(text: str, *, option: str, hint: str | None = _SHELL_HINT) -> Any:
+    """Decode JSON given on the command line (or read from a file: ``hint=None``), naming
+    the option or place when it is malformed."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CliError(
             f"{option} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-            hint="""quote it for the shell, e.g. --input '{"n": 10}'""",
+            hint=hint,
             code="invalid_json",
         ) from None
 

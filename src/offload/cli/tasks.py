@@ -273,12 +273,13 @@ def _read_specs(source: Path) -> tuple[list[Any], list[str]]:
     name = _source_name(source)
     items: list[tuple[str, Any]] = []
     if text.lstrip().startswith("["):
-        data = _decoded(text, name)
+        data = parse_json(text, option=name, hint=None)
         items = [(f"item {number}", item) for number, item in enumerate(data, 1)]
     else:
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                items.append((f"line {number}", _decoded(line, f"{name} line {number}")))
+                where = f"{name} line {number}"
+                items.append((f"line {number}", parse_json(line, option=where, hint=None)))
     if not items:
         raise CliError(f"{name} holds no tasks", code="invalid_input")
     specs, places = [], []
@@ -293,20 +294,6 @@ def _read_specs(source: Path) -> tuple[list[Any], list[str]]:
 
 def _source_name(source: Path) -> str:
     return "stdin" if str(source) == "-" else str(source)
-
-
-def _decoded(text: str, where: str) -> Any:
-    import json
-
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(
-            f"{where} is not valid JSON: {exc.msg} (column {exc.colno})"
-            if "line" in where
-            else f"{where} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-            code="invalid_json",
-        ) from None
 
 
 def _submit_with_bar(client: Client, specs: list[Any], in_flight: int) -> list[Task]:

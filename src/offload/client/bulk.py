@@ -73,6 +73,23 @@ async def submit_all(
     return [t for batch in results for t in batch or ()]
 
 
+class BulkSubmit:
+    """``submit_all`` for a client that has ``submit_many`` (the local and HTTP clients)."""
+
+    submit_many: SubmitMany
+
+    async def submit_all(
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        in_flight: int = IN_FLIGHT,
+        progress: Progress | None = None,
+    ) -> list[Task]:
+        """Create any number of tasks in batches of up to 1,000, a few under way at once
+        (see :func:`submit_all`)."""
+        return await submit_all(self.submit_many, specs, in_flight=in_flight, progress=progress)
+
+
 def _created_ranges(results: Sequence[list[Task] | None], total: int) -> list[list[int]]:
     """``[start, end)`` positions of the batches that were stored, adjacent ones merged."""
     ranges: list[list[int]] = []

@@ -211,7 +211,7 @@ def _q(ident: str) -> str:
     return quote(ident, safe="")
 
 
-class HttpClient:
+class HttpClient(bulk.BulkSubmit):
     """:class:`~offload.client.base.AsyncClient` talking to an Offload server."""
 
     def __init__(
@@ -304,18 +304,6 @@ class HttpClient:
             return []
         body = b'{"tasks":' + _SPECS.dump_json(list(specs), exclude_unset=True) + b"}"
         return (await self._post("/v1/tasks/batch", _Tasks, body)).tasks
-
-    async def submit_all(
-        self,
-        specs: Sequence[TaskSpec],
-        *,
-        in_flight: int = bulk.IN_FLIGHT,
-        progress: bulk.Progress | None = None,
-    ) -> builtins.list[Task]:
-        """Create any number of tasks in batches of up to 1,000, a few under way at once."""
-        return await bulk.submit_all(
-            self.submit_many, specs, in_flight=in_flight, progress=progress
-        )
 
     async def submit_workflow(self, spec: WorkflowSpec) -> Task:
         """Create a workflow; returns the parent."""

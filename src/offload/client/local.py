@@ -41,7 +41,7 @@ from offload.domain.review import ReviewDecision, ReviewFilter
 from offload.domain.schedules import Schedule, ScheduleSpec
 
 
-class LocalClient:
+class LocalClient(bulk.BulkSubmit):
     """:class:`offload.client.base.AsyncClient` over an in-process :class:`QueueService`."""
 
     def __init__(self, service: QueueService, *, owner: str | None = None) -> None:
@@ -61,18 +61,6 @@ class LocalClient:
     async def submit_many(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
         """Create up to 1,000 tasks atomically."""
         return await self.service.submit_many(specs, self.owner)
-
-    async def submit_all(
-        self,
-        specs: Sequence[TaskSpec],
-        *,
-        in_flight: int = bulk.IN_FLIGHT,
-        progress: bulk.Progress | None = None,
-    ) -> builtins.list[Task]:
-        """Create any number of tasks in batches of up to 1,000, a few under way at once."""
-        return await bulk.submit_all(
-            self.submit_many, specs, in_flight=in_flight, progress=progress
-        )
 
     async def submit_workflow(self, spec: WorkflowSpec) -> Task:
         """Create a workflow."""
