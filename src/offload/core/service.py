@@ -456,13 +456,20 @@ class QueueService:
     ) -> Task:
         """Until the task is terminal (or :class:`WaitTimeout`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        token: int | None = None
         fresh = self._fresh.pop(task_id, None)
         if fresh is not None and (owner is None or owner == fresh[1]):
             # Submitted here and unfinished at its commit: skip the first read (it competed
             # with the worker claiming the task, a tenth of an idle round trip on PostgreSQL).
+            token = fresh[0]
             first = 1.0 if deadline is None else min(deadline - time.monotonic(), 1.0)
-            await self.store.wait_for_change(first, since=fresh[0], kind="done")
+            await self.store.wait_for_change(first, since=token, kind="done")
         while True:
+            if token is not None:
+                # The notification that woke us may carry the finished record: no read.
+                heard = self.store.heard_finished(task_id, token)
+                if heard is not None and heard.done and owner in (None, heard.owner):
+                    return heard
             # Woken only by changes that may finish a task, not by every claim or progress
             # report: each wake-up is a read that competes with the work being waited for.
             token = self.store.change_token("done")

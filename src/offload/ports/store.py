@@ -242,3 +242,10 @@ class Store(AgentStore, FlowStore, Protocol):
         ``timeout`` seconds. Cheap enough to call in a loop. A backend that cannot tell
         kinds apart treats every change as every kind."""
         ...
+
+    def heard_finished(self, task_id: str, since: int) -> Task | None:
+        """The finished record of ``task_id`` if a notification this process received
+        after ``since`` (a ``"done"`` :meth:`change_token`) carried it, else None: read the
+        task instead. Lets a waiter skip a read after being woken; never a stale record
+        (a task run again after ``since`` is only announced by its newer record)."""
+        ...

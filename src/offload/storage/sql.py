@@ -196,6 +196,10 @@ class Dialect:
         :attr:`one_trip_completions` is off."""
         return None
 
+    #: What the one-trip completion's UPDATE returns: ``tasks.*`` where
+    #: :meth:`complete_commit_statement` announces a finished task's whole record.
+    completion_returning: str | None = None
+
     def lease_statement(self, set_sql: str, n_ids: int) -> str | None:
         """Like :meth:`claim_statement` for ``n_ids`` tasks picked already (their ids are
         parameters after the SET's)."""
@@ -302,6 +306,11 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         return cur.execute(
             f"SELECT * FROM tasks WHERE id = ?{self.d.for_update if lock else ''}", (task_id,)
         ).fetchone()
+
+    def heard_finished(self, task_id: str, since: int) -> Task | None:
+        """A finished record carried by a notification (see the protocol); by default no
+        notification carries one (an embedded database reads its rows cheaply)."""
+        return None
 
     def _task(self, cur: Cursor, task_id: str, owner: str | None = None) -> Task:
         # One statement (one round trip on PostgreSQL) for the record and its children.
@@ -965,7 +974,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 acks[ack.task_id] = ack
         return [acks[c.task_id] for c in items]
 
-    def _completion_update(self, rows: int, where: str = "") -> str:
+    def _completion_update(self, rows: int, where: str = "", returning: str | None = None) -> str:
         # A task that requires review (stored `review` non-NULL) goes to `reviewing`,
         # keeping its result; it is not finished until a reviewer approves.
         real = self.d.real
@@ -978,9 +987,13 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
             f"FROM {self.d.values(rows, 3)} "
             f"WHERE tasks.id = c.column1 AND tasks.lease_id = c.column2 "
             f"AND tasks.status IN {_LEASED_SQL}{where} "
-            "RETURNING tasks.id, tasks.parent_id, tasks.n_dependents, tasks.lease_holder, "
-            "tasks.attempt, tasks.review, tasks.type, tasks.cache_key, tasks.cache_ttl_s, "
-            "tasks.limit_key, tasks.resources"
+            "RETURNING "
+            + (
+                returning
+                or "tasks.id, tasks.parent_id, tasks.n_dependents, tasks.lease_holder, "
+                "tasks.attempt, tasks.review, tasks.type, tasks.cache_key, tasks.cache_ttl_s, "
+                "tasks.limit_key, tasks.resources"
+            )
         )
 
     def _complete_plain(self, cur: Cursor, items: list[Completion], now: float) -> dict[str, Ack]:
@@ -1005,6 +1018,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
             len(values) // 3,
             " AND tasks.review IS NULL AND tasks.cache_key IS NULL "
             "AND tasks.n_dependents = 0 AND tasks.parent_id IS NULL",
+            self.d.completion_returning,
         )
         whole = self.d.complete_commit_statement(update)
         assert whole is not None
