@@ -37,9 +37,10 @@ async def _pair(url: str) -> tuple[LocalClient, LocalClient, PostgresStore]:
     await worker.register_agent(AgentRegistration(name="w", capabilities={}))
     store = waiter.service.store
     assert isinstance(store, PostgresStore)
-    store.change_token("done")
-    store.change_token("work")
-    await asyncio.sleep(0.3)  # the listener is up and has had its first wake-up
+    # Asking for a kind makes the listener LISTEN on its channel and then wake everyone
+    # once: let each of those wake-ups pass, one channel at a time, before any test starts.
+    for kind in ("done", "work"):
+        assert await store.wait_for_change(10, since=store.change_token(kind), kind=kind)
     return waiter, worker, store
 
 
@@ -69,7 +70,10 @@ def test_a_lone_completion_carries_the_record_a_read_would_return(
         waiter, worker, store = await _pair(pg_url)
         try:
             # "w" in the record must not read as "work may be claimable" in the payload.
+            work = store.change_token("work")
             task = await waiter.submit("util.echo", {"x": 1.5, "n": 3, "s": "www é"})
+            # The submit's own wake-up reaches this process after it returns: let it pass.
+            assert await store.wait_for_change(5, since=work, kind="work")
             done, work = store.change_token("done"), store.change_token("work")
             await _finish(worker, [task])
             assert await store.wait_for_change(5, since=done, kind="done")
