@@ -3,6 +3,7 @@ in this process (on a thread) or as subprocesses (``python -m offload.worker``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -21,6 +22,7 @@ import tests.worker_tasks  # noqa: F401 - registers the wt.* types the tests sub
 from offload.domain.models import Task
 from offload.domain.status import Status
 from offload.worker.runtime import Worker
+from tests.pgcluster import PgCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +31,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def db_url(tmp_path: Path) -> str:
     """A fresh SQLite database for this test."""
     return f"sqlite:///{tmp_path / 'offload.db'}"
+
+
+@pytest.fixture
+def pg_url(pg_server: PgCluster) -> str:
+    """A fresh database, migrated, on the session's throwaway PostgreSQL cluster."""
+    return pg_server.new_database()
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop of the test's own, for scenarios run with ``run_until_complete``."""
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
 
 
 @pytest.fixture

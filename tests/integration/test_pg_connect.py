@@ -18,12 +18,6 @@ from offload.domain.errors import InvalidInput, Unavailable
 from offload.storage import open_store
 from offload.storage.postgres import store as pg_store
 from offload.storage.postgres.store import PostgresStore
-from tests.pgcluster import PgCluster
-
-
-@pytest.fixture
-def pg_url(pg_server: PgCluster) -> str:
-    return pg_server.new_database()
 
 
 def _with(url: str, *, user: str | None = None, port: int | None = None, path: str = "") -> str:

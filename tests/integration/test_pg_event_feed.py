@@ -9,27 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import psycopg
-import pytest
 
 from offload.client.factory import connect
 from offload.domain.models import TaskSpec
 from offload.storage.sql import SqlStore
-from tests.pgcluster import PgCluster
-
-
-@pytest.fixture
-def pg_url(pg_server: PgCluster) -> str:
-    return pg_server.new_database()
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
 
 
 def _event_in_open_transaction(url: str, task_id: str) -> tuple[psycopg.Connection, int]:

@@ -4,7 +4,6 @@ notification, without reading the task back (PostgreSQL; SQLite reads, and says 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,19 +14,6 @@ from offload.client.local import LocalClient
 from offload.domain.errors import NotFound
 from offload.domain.models import AgentRegistration, ClaimRequest, Completion, Task
 from offload.storage.postgres.store import FLOAT_COLUMNS, PostgresStore
-from tests.pgcluster import PgCluster
-
-
-@pytest.fixture
-def pg_url(pg_server: PgCluster) -> str:
-    return pg_server.new_database()
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
 
 
 async def _pair(url: str) -> tuple[LocalClient, LocalClient, PostgresStore]:

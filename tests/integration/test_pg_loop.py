@@ -16,12 +16,6 @@ from offload.client.factory import connect
 from offload.client.local import LocalClient
 from offload.domain.models import TaskSpec
 from offload.storage.postgres.store import PostgresStore
-from tests.pgcluster import PgCluster
-
-
-@pytest.fixture
-def pg_url(pg_server: PgCluster) -> str:
-    return pg_server.new_database()
 
 
 async def _open(url: str) -> tuple[LocalClient, PostgresStore]:

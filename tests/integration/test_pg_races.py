@@ -14,12 +14,6 @@ from offload.client.base import Client
 from offload.client.factory import connect
 from offload.domain.models import AgentRegistration, ClaimRequest, TaskSpec
 from offload.storage.postgres.store import PostgresStore
-from tests.pgcluster import PgCluster
-
-
-@pytest.fixture
-def pg_url(pg_server: PgCluster) -> str:
-    return pg_server.new_database()
 
 
 @contextlib.asynccontextmanager

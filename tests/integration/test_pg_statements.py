@@ -11,12 +11,6 @@ import pytest
 from offload.client.factory import connect
 from offload.domain.models import AgentRegistration, ClaimRequest, Completion, TaskSpec
 from offload.storage.postgres.store import PostgresStore
-from tests.pgcluster import PgCluster
-
-
-@pytest.fixture
-def pg_url(pg_server: PgCluster) -> str:
-    return pg_server.new_database()
 
 
 def _prepared(store: PostgresStore) -> set[str]:

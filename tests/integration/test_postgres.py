@@ -29,11 +29,6 @@ LEASE_ENDS = {"completed", "failed", "cancelled", "retry_scheduled", "lease_expi
 
 
 @pytest.fixture
-def pg_url(pg_server: PgCluster) -> str:
-    return pg_server.new_database()
-
-
-@pytest.fixture
 def pg_client(pg_url: str) -> Iterator[offload.Client]:
     with offload.Client(database_url=pg_url) as c:
         yield c
