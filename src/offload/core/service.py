@@ -87,6 +87,8 @@ WORKFLOW_TYPE = "workflow"
 _ESTIMATE_REFRESH_S = 30.0
 #: Batches this big are built and stored with the cyclic collector paused (see core.heap).
 _PAUSE_GC_MIN = 64
+#: A big batch's build lets other work run after each this many tasks (about a millisecond).
+_BUILD_SLICE = 25
 #: Statuses that say by themselves why a task is not running.
 _STATUS_WAIT = {
     Status.BLOCKED: WaitingOn.DEPENDENCY,
@@ -127,6 +129,8 @@ class QueueService:
         # Tasks this service just submitted, with the "done" change token taken before their
         # insert and their owner: a wait that follows needs no read to learn they are unfinished.
         self._fresh: dict[str, tuple[int, str | None]] = {}
+        # Big batches are built one at a time (see _submit_many).
+        self._building = asyncio.Lock()
         #: The agent registry, dispatch settings and auctions (PRODUCT.md §5).
         self.agents = AgentService(self)
 
@@ -320,13 +324,26 @@ class QueueService:
     async def _submit_many(
         self, specs: Sequence[TaskSpec], owner: str | None
     ) -> builtins.list[Task]:
-        now = self.clock.now()
+        # Big batches under way at once (a bulk submit's lanes) are built one at a time,
+        # yielding often, so the database writes one batch while the loop builds the next.
+        # Built side by side, they were finished together, then written together while
+        # the loop sat idle: a third of a bulk submit's time went by so.
+        async with self._building if len(specs) >= _PAUSE_GC_MIN else contextlib.nullcontext():
+            now = self.clock.now()
+            tasks = await self._build_many(specs, owner, now)
+        return await self.store.insert_tasks(tasks, now)
+
+    async def _build_many(
+        self, specs: Sequence[TaskSpec], owner: str | None, now: float
+    ) -> builtins.list[Task]:
         await self._refresh_flow()
         tasks = []
         # Tasks of one batch mostly differ only in their input and texts: the record of the
         # first task of each shape serves as the template of the others (see _from_template).
         templates: dict[tuple[Any, ...], dict[str, Any] | None] = {}
         for i, spec in enumerate(specs):
+            if not i % _BUILD_SLICE and i:
+                await asyncio.sleep(0)
             try:
                 shape = _shape(spec)
                 template = templates.get(shape) if shape is not None else None
@@ -343,7 +360,7 @@ class QueueService:
                     exc.args = (exc.message,)
                     exc.details["index"] = i
                 raise
-        return await self.store.insert_tasks(tasks, now)
+        return tasks
 
     async def submit_workflow(self, spec: WorkflowSpec, owner: str | None = None) -> Task:
         """Create a parent (type ``workflow``) and its children in one transaction."""

@@ -5,8 +5,9 @@ Times are stored as epoch seconds and JSON as text, so both backends keep one ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -125,6 +126,49 @@ def task_to_row(t: Task, memo: dict[Any, Any] | None = None, order: float = 0.0)
         j(resources).decode() if resources else None, v["cache_key"], v["progress"],
         v["actual_duration_s"], order,
     )  # fmt: skip
+
+
+#: The columns in which the tasks of a bulk submit of one shape differ (one value per task:
+#: the same encoding as :func:`task_to_row`); they share every other column.
+ALIKE_VARYING: tuple[str, ...] = (
+    "id", "title", "description", "instructions", "input", "tags", "metadata", "ref",
+    "idempotency_key", "estimated_duration_s",
+)  # fmt: skip
+# Every other field, including the ones an insert does not store: a field added to Task
+# later joins the comparison by itself rather than being shared by mistake.
+_alike_fields = itemgetter(*(f for f in Task.model_fields if f not in ALIKE_VARYING))
+
+
+def alike_key(t: Task, order: float) -> tuple[Any, ...]:
+    """What tasks must have equal (with their ``sort_key``) to share all but the
+    :data:`ALIKE_VARYING` columns; compared with ``==`` (models are not hashable)."""
+    return (_alike_fields(t.__dict__), order)
+
+
+def varying_row(t: Task) -> tuple[Any, ...]:
+    """The :data:`ALIKE_VARYING` values of a new task, as :func:`task_to_row` writes them."""
+    v = t.__dict__
+    j = orjson.dumps
+    tags, meta = v["tags"], v["metadata"]
+    return (
+        v["id"], v["title"], v["description"], v["instructions"], j(v["input"]).decode(),
+        j(tags).decode() if tags else "[]", j(meta).decode() if meta else "{}", v["ref"],
+        v["idempotency_key"], v["estimated_duration_s"],
+    )  # fmt: skip
+
+
+def expand_alike(shared: Mapping[str, Any], rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Full rows (:data:`TASK_INSERT_COLUMNS` order) from shared values and
+    :func:`varying_row` rows, for a backend that inserts whole rows."""
+    base = [shared.get(c) for c in TASK_INSERT_COLUMNS]
+    slots = [(TASK_INSERT_COLUMNS.index(c), i) for i, c in enumerate(ALIKE_VARYING)]
+    out = []
+    for r in rows:
+        full = base.copy()
+        for at, i in slots:
+            full[at] = r[i]
+        out.append(tuple(full))
+    return out
 
 
 _CACHE_LIMIT = 4096

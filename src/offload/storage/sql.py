@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from offload.domain.errors import (
@@ -70,7 +70,9 @@ from offload.storage.cache_sql import CacheSql
 from offload.storage.flow_sql import FlowSql
 from offload.storage.review_sql import ReviewSql
 from offload.storage.rows import (
+    ALIKE_VARYING,
     TASK_INSERT_COLUMNS,
+    alike_key,
     dt,
     dumps,
     loads,
@@ -78,6 +80,7 @@ from offload.storage.rows import (
     row_to_event,
     row_to_task,
     task_to_row,
+    varying_row,
 )
 from offload.storage.schedules_sql import SchedulesSql
 
@@ -90,17 +93,20 @@ PREPARED_COMPLETIONS = 4
 _EVENT_SQL = "INSERT INTO task_events (task_id, at, kind, actor, data) VALUES (?, ?, ?, ?, ?)"
 
 
-_EVENT_COLUMNS = ("task_id", "at", "kind", "actor", "data")
+#: The columns an event append writes.
+EVENT_COLUMNS = ("task_id", "at", "kind", "actor", "data")
 
 
 def insert_events(cur: Cursor, rows: Sequence[Sequence[Any]]) -> None:
     """Append many events (one COPY on PostgreSQL for big batches)."""
     if rows:
-        cur.insert_rows("task_events", _EVENT_COLUMNS, rows)
+        cur.insert_rows("task_events", EVENT_COLUMNS, rows)
         cur.appended({r[2] for r in rows})
 
 
 Row = dict[str, Any]
+#: A 'created' event's time, actor and data (see :meth:`Cursor.insert_alike`).
+CreatedEvent = tuple[float, str | None, str]
 
 
 class CommittedBefore(Exception):
@@ -133,6 +139,15 @@ class Cursor(Protocol):
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
         """Append many rows to ``table`` the backend's fastest way (PostgreSQL: COPY)."""
+        ...
+
+    def insert_alike(
+        self, shared: Mapping[str, Any], rows: Sequence[Sequence[Any]], created: CreatedEvent
+    ) -> None:
+        """Append new tasks that have every column but :data:`ALIKE_VARYING` in common
+        (``shared``, by column name; ``rows`` hold each task's :func:`varying_row`), each
+        with its 'created' event (``created``: time, actor, data). PostgreSQL sends the
+        shared values once instead of once per task."""
         ...
 
     def finish(self, sql: str, args: Sequence[Any] = ..., *, prepare: bool = ...) -> Cursor:
@@ -229,6 +244,10 @@ class Dialect:
             f"NOT EXISTS (SELECT 1 FROM json_each({column}) c "
             "WHERE c.value NOT IN (SELECT value FROM json_each(?)))"
         )
+
+    #: Runs of at least this many alike tasks in one insert (a bulk submit of one shape)
+    #: go through :meth:`Cursor.insert_alike`; None: every task as a whole row.
+    alike_min_rows: int | None = 16
 
     #: A statement that serialises limited claims (PostgreSQL); SQLite's writers already are.
     flow_lock = ""
@@ -384,10 +403,7 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
         out: list[Task] = []
         batch: dict[str, Task] = {}
         edge_states: dict[str, dict[str, str]] = {}
-        plain_rows: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
-        memo: dict[Any, Any] = {}
-        created_data: dict[tuple[Status, str, bool], str] = {}
+        new: list[tuple[Task, float]] = []
         batch_keys: Counter[str] = Counter()
         upstream = sorted({d.task_id for t in tasks for d in t.depends_on} - {t.id for t in tasks})
         if upstream and self.d.for_update:
@@ -447,24 +463,13 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
             order = 0.0
             if t.status in (Status.QUEUED, Status.SCHEDULED):
                 order = sort_key(max(ts_or(t.run_at, now), now), t.priority, self.aging)
-            plain_rows.append(task_to_row(t, memo, order))
-            # One text per (status, type, cache hit) in a batch, not one dumps per task.
-            shape = (t.status, t.type, t.cache_hit)
-            data = created_data.get(shape)
-            if data is None:
-                data = created_data[shape] = dumps(
-                    {"status": t.status.value, "type": t.type, "cache_hit": True}
-                    if t.cache_hit
-                    else {"status": t.status.value, "type": t.type}
-                )
-            events.append((t.id, now, "created", t.requester.id, data))
+            new.append((t, order))
             batch[t.id] = t
             if t.limit_key is not None and t.status is not Status.CANCELLED:
                 batch_keys[t.limit_key] += 1
             out.append(t)
-        if plain_rows:
-            cur.insert_rows("tasks", TASK_INSERT_COLUMNS, plain_rows)
-            insert_events(cur, events)
+        if new:
+            self._append_new(cur, new, now)
         edges: list[tuple[Any, ...]] = []
         upstream_counts: dict[str, int] = {}
         for t in batch.values():
@@ -487,6 +492,64 @@ class SqlStore(AgentsSql, CacheSql, FlowSql, ReviewSql, SchedulesSql):
                 [(n, i) for i, n in upstream_counts.items()],
             )
         return out
+
+    def _append_new(self, cur: Cursor, new: list[tuple[Task, float]], now: float) -> None:
+        """The rows and 'created' events of new tasks (each with its ``sort_key``), in order.
+
+        A run of tasks alike (a bulk submit of one shape: equal in all but the
+        :data:`ALIKE_VARYING` columns) goes as its shared values and what differs per task
+        where the backend takes that (:attr:`Dialect.alike_min_rows`)."""
+        least = self.d.alike_min_rows
+        memo: dict[Any, Any] = {}
+        created_data: dict[tuple[Status, str, bool], str] = {}
+        rows: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+
+        def created(t: Task) -> str:
+            # One text per (status, type, cache hit) in a batch, not one dumps per task.
+            shape = (t.status, t.type, t.cache_hit)
+            data = created_data.get(shape)
+            if data is None:
+                data = created_data[shape] = dumps(
+                    {"status": t.status.value, "type": t.type, "cache_hit": True}
+                    if t.cache_hit
+                    else {"status": t.status.value, "type": t.type}
+                )
+            return data
+
+        def flush() -> None:
+            if rows:
+                cur.insert_rows("tasks", TASK_INSERT_COLUMNS, rows)
+                insert_events(cur, events)
+                rows.clear()
+                events.clear()
+
+        i, n = 0, len(new)
+        while i < n:
+            end = i + 1
+            if least is not None and n - i >= least:
+                key = alike_key(*new[i])
+                while end < n and alike_key(*new[end]) == key:
+                    end += 1
+            first, order = new[i]
+            if least is not None and end - i >= least:
+                flush()
+                whole = task_to_row(first, memo, order)
+                shared = {
+                    c: v for c, v in zip(TASK_INSERT_COLUMNS, whole, strict=True)
+                    if c not in ALIKE_VARYING
+                }  # fmt: skip
+                cur.insert_alike(
+                    shared,
+                    [varying_row(t) for t, _ in new[i:end]],
+                    (now, first.requester.id, created(first)),
+                )
+            else:
+                for t, order in new[i:end]:
+                    rows.append(task_to_row(t, memo, order))
+                    events.append((t.id, now, "created", t.requester.id, created(t)))
+            i = end
+        flush()
 
     def _initial_state(
         self, cur: Cursor, t: Task, batch: dict[str, Task], now: float

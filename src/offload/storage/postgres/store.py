@@ -24,7 +24,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,8 +37,16 @@ from offload.domain.models import Task
 from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
 from offload.domain.status import Status
 from offload.ports.store import CHANGE_KINDS, ChangeKind
-from offload.storage.rows import dumps, row_to_task
-from offload.storage.sql import CommittedBefore, Cursor, Dialect, Row, SqlStore
+from offload.storage.rows import ALIKE_VARYING, TASK_INSERT_COLUMNS, dumps, row_to_task
+from offload.storage.sql import (
+    EVENT_COLUMNS,
+    CommittedBefore,
+    CreatedEvent,
+    Cursor,
+    Dialect,
+    Row,
+    SqlStore,
+)
 
 try:
     import psycopg
@@ -147,6 +155,11 @@ _RETRYABLE = (
 )
 
 
+#: Batches at least this big are appended with COPY (its own round trips pay off only for big
+#: batches: bulk submits, not the events of a claimed or completed batch).
+COPY_MIN_ROWS = 200
+
+
 class PgDialect(Dialect):
     """PostgreSQL spellings of the fragments that differ from SQLite."""
 
@@ -156,6 +169,7 @@ class PgDialect(Dialect):
     claim_recheck = ""
     seq_gaps = True
     real = "?::float8"
+    alike_min_rows = COPY_MIN_ROWS
 
     def append_json(self, column: str) -> str:
         return f"({column}::jsonb || jsonb_build_array(?::jsonb))::text"
@@ -276,9 +290,15 @@ def _prepared_on(conn: psycopg.Connection[Any]) -> set[str]:
     return names
 
 
-#: Batches at least this big are appended with COPY (its own round trips pay off only for big
-#: batches: bulk submits, not the events of a claimed or completed batch).
-COPY_MIN_ROWS = 200
+#: Where :meth:`_Cursor.insert_alike` stages rows: a temporary table of the varying
+#: columns, typed as in ``tasks``, emptied at each commit.
+_STAGE = "pg_temp.offload_new_tasks"
+_STAGE_SQL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS "
+    f"SELECT {', '.join(ALIKE_VARYING)} FROM tasks WITH NO DATA"
+)
+_STAGE_COPY = f"COPY {_STAGE} ({', '.join(ALIKE_VARYING)}) FROM STDIN"
+_TASK_COLUMNS = ", ".join(TASK_INSERT_COLUMNS)
 
 
 class _Cursor:
@@ -446,6 +466,37 @@ class _Cursor:
         with self._cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def insert_alike(
+        self, shared: Mapping[str, Any], rows: Sequence[Sequence[Any]], created: CreatedEvent
+    ) -> None:
+        """COPY only what differs per task into a session's temporary table, then one
+        statement moves the rows into ``tasks`` with the shared values and appends their
+        'created' events: the client formats a tenth of the values and one COPY instead of
+        two, which made it the bottleneck of a bulk submit."""
+        # The table is made once per session (a rolled back first use drops it again,
+        # hence IF NOT EXISTS rather than remembering it); its rows go at commit.
+        self._held.append(_STAGE_SQL)
+        self.flush()
+        with self._cur.copy(_STAGE_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
+        literal = self._literal
+        picks = ", ".join(
+            f"s.{c}" if c in ALIKE_VARYING else literal(shared[c]).decode()
+            for c in TASK_INSERT_COLUMNS
+        )
+        at, actor, data = created
+        # DELETE … RETURNING hands the staged rows over in the order they were copied
+        # and empties the table for the next run of the same transaction.
+        self._held.append(
+            f"WITH s AS (DELETE FROM {_STAGE} RETURNING *), "
+            f"t AS (INSERT INTO tasks ({_TASK_COLUMNS}) SELECT {picks} FROM s RETURNING id) "
+            f"INSERT INTO task_events ({', '.join(EVENT_COLUMNS)}) SELECT id, "
+            f"{literal(at).decode()}, 'created', {literal(actor).decode()}, "
+            f"{literal(data).decode()} FROM t"
+        )
+        self.appended(("created",))
 
     def fetchone(self) -> Row | None:
         return self._cur.fetchone()

@@ -13,7 +13,7 @@ import math
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +25,8 @@ from offload.domain.errors import InvalidInput, Unavailable
 from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
 from offload.domain.status import Status
 from offload.ports.store import ChangeKind
-from offload.storage.sql import Row, SqlStore, split_sql
+from offload.storage.rows import TASK_INSERT_COLUMNS, expand_alike
+from offload.storage.sql import EVENT_COLUMNS, CreatedEvent, Row, SqlStore, split_sql
 
 R = TypeVar("R")
 
@@ -142,6 +143,16 @@ class _Cursor:
     def appended(self, kinds: Iterable[str]) -> None:
         # Other processes see commits through PRAGMA data_version; nothing to announce.
         pass
+
+    def insert_alike(
+        self, shared: Mapping[str, Any], rows: Sequence[Sequence[Any]], created: CreatedEvent
+    ) -> None:
+        # The columnar insert binds the shared columns once by itself.
+        at, actor, data = created
+        self.insert_rows("tasks", TASK_INSERT_COLUMNS, expand_alike(shared, rows))
+        self.insert_rows(
+            "task_events", EVENT_COLUMNS, [(r[0], at, "created", actor, data) for r in rows]
+        )
 
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
