@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import offload
 from offload.client.factory import connect
 from offload.client.http import HttpClient
+from offload.client.local import LocalClient
 from offload.domain.errors import InvalidInput, UnknownTaskType
 from offload.domain.models import TaskFilter, TaskSpec
 from tests.api.conftest import running_server
@@ -86,6 +88,45 @@ def test_a_failed_batch_names_the_task_and_what_was_created(backend_url: str) ->
 
             with pytest.raises(InvalidInput, match="in_flight must be 1-8"):
                 await client.submit_all(_specs(3, "x"), in_flight=0)
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_building_a_big_batch_lets_the_loop_run(backend_url: str) -> None:
+    """A 1,000-task batch is built in slices: other coroutines (a server's other requests,
+    the batch under way beside it) run in between instead of waiting for the whole build."""
+
+    async def run() -> None:
+        client = await connect(database_url=backend_url)
+        assert isinstance(client, LocalClient)
+        store = client.service.store
+        ticks = 0
+        at_insert: list[int] = []
+        insert = store.insert_tasks
+
+        async def counted(tasks: Any, now: float) -> Any:
+            at_insert.append(ticks)  # the build is over when the insert starts
+            return await insert(tasks, now)
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        try:
+            await client.submit_many(_specs(1, "warm"))  # caches filled, connections open
+            store.insert_tasks = counted  # type: ignore[method-assign]
+            beat = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            start = ticks
+            made = await client.submit_many(_specs(1_000, "sliced"))
+            beat.cancel()
+            assert len(made) == 1_000
+            # One slice of 25 tasks between yields: 39 yields in all.
+            assert at_insert[0] - start >= 30
         finally:
             await client.close()
 

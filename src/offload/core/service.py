@@ -87,7 +87,8 @@ WORKFLOW_TYPE = "workflow"
 _ESTIMATE_REFRESH_S = 30.0
 #: Batches this big are built and stored with the cyclic collector paused (see core.heap).
 _PAUSE_GC_MIN = 64
-#: A big batch's build lets other work run after each this many tasks (about a millisecond).
+#: A big batch's build lets other work run after each this many tasks (a quarter of a
+#: millisecond): the round trips of the batch under way beside it are not held up.
 _BUILD_SLICE = 25
 #: Statuses that say by themselves why a task is not running.
 _STATUS_WAIT = {
