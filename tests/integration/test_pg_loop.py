@@ -201,3 +201,33 @@ def test_a_wait_after_submit_still_hides_another_tenants_task(pg_url: str) -> No
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_bulk_submits_batches_all_run_on_the_loop(pg_url: str) -> None:
+    """A bulk submit's second batch, under way beside the first one, finds a loop connection
+    that the first batch had connected for it, instead of running in a thread (where it
+    contended with the loop for the GIL)."""
+
+    async def scenario() -> None:
+        client, store = await _open(pg_url)
+        threads: list[int] = []
+        insert = store._insert_tasks
+
+        def spied(cur: Any, tasks: Any, now: float) -> Any:
+            threads.append(threading.get_ident())
+            return insert(cur, tasks, now)
+
+        store._insert_tasks = spied  # type: ignore[method-assign]
+        try:
+            assert store._loop_held == 1
+            made = await client.submit_all(
+                [TaskSpec(type="util.echo", input={"i": i}) for i in range(3_000)]
+            )
+            assert [t.input["i"] for t in made] == list(range(3_000))
+            assert (await client.list(limit=0)).total == 3_000
+            assert threads == [threading.get_ident()] * 3
+            assert store._loop_held == 2 and _balanced(store)
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())

@@ -70,11 +70,13 @@ def test_overlapping_holders_cannot_keep_collection_off(
 ) -> None:
     """Batches that always overlap never release the pause; one that ends after the pause
     has lasted MAX_PAUSE_S runs a full collection."""
-    monkeypatch.setattr(heap, "MAX_PAUSE_S", 0.0)
+    # Below zero: overdue even if the clock has not moved between the two readings.
+    monkeypatch.setattr(heap, "MAX_PAUSE_S", -1.0)
     with collection_paused():
         with collection_paused():
             pass
-        assert collections == [(2, True)]
+        # Only the collections inside the pause count: an automatic one may run before it.
+        assert [c for c in collections if c[1]] == [(2, True)]
         assert not gc.isenabled()
     assert gc.isenabled()
 

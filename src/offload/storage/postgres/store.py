@@ -605,7 +605,10 @@ class PostgresStore(SqlStore):
         self._loop_idle: list[Any] = []
         self._loop_held = 0
         self._loop_max = self.pool_max // 2 if bridge.AVAILABLE else 0
-        self._loop_growing = False
+        #: The loop connection being checked out of the pool, if one is (see _grow_loop).
+        self._loop_growth: asyncio.Future[Any] | None = None
+        #: Big inserts under way (a bulk submit's batches).
+        self._bulk_writes = 0
         self._pool: ConnectionPool | None = None
         self._listener: asyncio.Task[None] | None = None
         # One counter and one event per kind of change (see ChangeKind): NOTIFY payloads
@@ -668,6 +671,29 @@ class PostgresStore(SqlStore):
         finally:
             self._give_back(conn)
 
+    async def insert_tasks(self, tasks: Sequence[Task], now: float) -> list[Task]:
+        """Insert all or none (see the protocol)."""
+        if len(tasks) < COPY_MIN_ROWS:
+            return await super().insert_tasks(tasks, now)
+        if (
+            not self._bulk_writes and len(self._loop_idle) <= 1
+            and self._loop_held < self._loop_max and not self._closing
+        ):  # fmt: skip
+            # A big batch is likely one of a bulk submit, whose next batch comes while this
+            # one is written: connect a loop connection for it now.
+            self._grow_loop()
+        growth = self._loop_growth
+        if not self._loop_idle and growth is not None:
+            # Wait for that connection rather than take a thread: a batch written from a
+            # thread contends with the loop for the GIL and took three times as long (the
+            # thread would wait for a new connection from the pool all the same).
+            await asyncio.wait({growth}, timeout=CONNECT_WAIT_S)
+        self._bulk_writes += 1
+        try:
+            return await super().insert_tasks(tasks, now)
+        finally:
+            self._bulk_writes -= 1
+
     def _give_back(self, conn: Any) -> None:
         """A loop connection after a call: idle again, or (closed, broken, mid-transaction,
         or the store closing) returned to the pool, which mends or drops it."""
@@ -687,14 +713,14 @@ class PostgresStore(SqlStore):
     def _grow_loop(self) -> None:
         """Check one more connection out of the pool for the loop (in a thread: it may wait
         for the pool to connect). Until it arrives, calls take threads as before."""
-        if self._loop_growing:
+        if self._loop_growth is not None:
             return
-        self._loop_growing = True
         self._loop_held += 1
         got = asyncio.get_running_loop().run_in_executor(self._executor, self.pool.getconn)
+        self._loop_growth = got
 
         def grown(fut: asyncio.Future[Any]) -> None:
-            self._loop_growing = False
+            self._loop_growth = None
             if fut.cancelled() or fut.exception() is not None:
                 self._loop_held -= 1
                 return
