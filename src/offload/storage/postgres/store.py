@@ -169,7 +169,7 @@ class PgDialect(Dialect):
     claim_recheck = ""
     seq_gaps = True
     real = "?::float8"
-    alike_min_rows = COPY_MIN_ROWS
+    alike_min_rows: int | None = COPY_MIN_ROWS
 
     def append_json(self, column: str) -> str:
         return f"({column}::jsonb || jsonb_build_array(?::jsonb))::text"
@@ -264,6 +264,15 @@ class PgDialect(Dialect):
         row = "(" + ", ".join("?" * columns) + ")"
         names = ", ".join(f"column{i + 1}" for i in range(columns))
         return f"(VALUES {', '.join([row] * rows)}) AS c({names})"
+
+
+class _WholeRowsDialect(PgDialect):
+    """PostgreSQL for a role that may not create temporary tables (no staging)."""
+
+    alike_min_rows = None
+
+
+_WHOLE_ROWS = _WholeRowsDialect()
 
 
 #: SQL texts split at their ``?`` placeholders (our SQL has no other ``?``).
@@ -847,6 +856,14 @@ class PostgresStore(SqlStore):
                 raise Unavailable(f"cannot connect to PostgreSQL at {self._redacted()}: "
                                   f"{exc}") from exc  # fmt: skip
             self._migrate()
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    "SELECT has_database_privilege(current_database(), 'TEMPORARY')"
+                ).fetchone()
+            if row is not None and not row[0]:
+                # A role refused temporary tables writes bulk submits as whole rows.
+                log.info("no TEMPORARY privilege on the database: bulk submits send whole rows")
+                self.d = _WHOLE_ROWS
             if self._loop_max:
                 self._loop_idle.append(self._pool.getconn())
                 self._loop_held = 1
