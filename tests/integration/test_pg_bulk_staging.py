@@ -5,6 +5,8 @@ not create temporary tables still bulk-submits (as whole rows)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from urllib.parse import urlparse, urlunparse
 
@@ -94,3 +96,52 @@ def test_a_role_without_temporary_tables_bulk_submits_whole_rows(
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(f'DROP OWNED BY "{role}"')
         pg_server.sql(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_bulk_submit_through_dropped_connections_stores_each_task_once(pg_url: str) -> None:
+    """Connections dropped while batches are staged, moved or committed: each batch is sent
+    again on a new connection (its staging table made anew) or, where its commit had
+    landed, answered from what is stored. Every task exists once."""
+    stop = False
+    killed = 0
+
+    def killer() -> None:
+        nonlocal killed
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            for _ in range(400):  # bounded: about 4 s at most
+                if stop:
+                    return
+                rows = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state <> 'idle' AND query LIKE '%offload_new_tasks%'"
+                ).fetchall()
+                killed += sum(1 for r in rows if r[0])
+                if killed >= 3:
+                    return
+                time.sleep(0.01)
+
+    async def scenario() -> None:
+        nonlocal stop
+        client = await connect(database_url=pg_url)
+        try:
+            thread = threading.Thread(target=killer)
+            thread.start()
+            made: list = []
+            for round_ in range(10):  # until the killer has cut a few batches short
+                made += await client.submit_all(_specs(2_000, f"r{round_}"))
+                if killed >= 3:
+                    break
+            stop = True
+            thread.join(10)
+            assert killed >= 1
+            assert len({t.id for t in made}) == len(made)
+            total = (await client.list(TaskFilter(limit=0))).total
+            assert total == len(made)
+            for t in made[:: len(made) // 20]:
+                assert (await client.get(t.id)).input == t.input
+        finally:
+            stop = True
+            await client.close()
+
+    asyncio.run(scenario())
