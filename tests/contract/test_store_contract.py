@@ -685,6 +685,30 @@ def test_workflow_refs_parallelism_and_parent_result(svc: Harness) -> None:
     assert parent.result == {"a": 20, "b": 30, "c": 99}
 
 
+def test_a_wide_workflow_of_alike_children_runs_to_its_end(svc: Harness) -> None:
+    """250 children of one shape (one run, written with their shared values once) fan in
+    to a last one: each reads back as created, and the parent finishes with them all."""
+    fan = [spec(ref=f"c{i}", input={"n": i}) for i in range(250)]
+    last = spec("t.echo", ref="last", depends_on=[c.ref for c in fan])
+    wf = svc(svc.service.submit_workflow(WorkflowSpec(title="wide", tasks=[*fan, last])))
+    assert wf.status is Status.RUNNING and len(wf.children) == 251
+    first = claim(svc, 500)
+    assert sorted(t.input["n"] for t in first) == list(range(250))
+    assert all(t.parent_id == wf.id and t.ref == f"c{t.input['n']}" for t in first)
+    got = svc(svc.service.get(first[7].id))
+    assert (got.parent_id, got.ref, got.input, got.status) == (
+        wf.id, first[7].ref, first[7].input, Status.RUNNING
+    )  # fmt: skip
+    for t in first:
+        complete(svc, t, t.input["n"])
+    (fan_in,) = claim(svc, 10)
+    assert fan_in.ref == "last"
+    complete(svc, fan_in, "done")
+    parent = svc(svc.service.get(wf.id))
+    assert parent.status is Status.COMPLETED
+    assert parent.result["last"] == "done" and parent.result["c249"] == 249
+
+
 def test_workflow_child_failure_fails_parent_and_cancels_dependents(svc: Harness) -> None:
     wf = svc(
         svc.service.submit_workflow(
