@@ -481,8 +481,8 @@ class _Cursor:
     ) -> None:
         """COPY only what differs per task into a session's temporary table, then one
         statement moves the rows into ``tasks`` with the shared values and appends their
-        'created' events: the client formats a tenth of the values and one COPY instead of
-        two, which made it the bottleneck of a bulk submit."""
+        'created' events. The client formats a tenth of the values, in one COPY instead of
+        two: formatting every value of every row made it the bottleneck of a bulk submit."""
         # The table is made once per session (a rolled back first use drops it again,
         # hence IF NOT EXISTS rather than remembering it); its rows go at commit.
         self._held.append(_STAGE_SQL)
@@ -721,7 +721,8 @@ class PostgresStore(SqlStore):
 
     def _grow_loop(self) -> None:
         """Check one more connection out of the pool for the loop (in a thread: it may wait
-        for the pool to connect). Until it arrives, calls take threads as before."""
+        for the pool to connect). Until it arrives, calls take threads as before (big
+        inserts wait for it instead: see insert_tasks)."""
         if self._loop_growth is not None:
             return
         self._loop_held += 1
