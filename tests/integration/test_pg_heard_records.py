@@ -4,6 +4,8 @@ notification, without reading the task back (PostgreSQL; SQLite reads, and says 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -16,8 +18,9 @@ from offload.domain.models import AgentRegistration, ClaimRequest, Completion, T
 from offload.storage.postgres.store import FLOAT_COLUMNS, PostgresStore
 
 
-async def _pair(url: str) -> tuple[LocalClient, LocalClient, PostgresStore]:
-    """A waiting client (listening for finished tasks) and a working one."""
+@contextlib.asynccontextmanager
+async def _paired(url: str) -> AsyncIterator[tuple[LocalClient, LocalClient, PostgresStore]]:
+    """A waiting client (listening for finished tasks) and a working one, closed after."""
     waiter, worker = await connect(database_url=url), await connect(database_url=url)
     assert isinstance(waiter, LocalClient) and isinstance(worker, LocalClient)
     await worker.register_agent(AgentRegistration(name="w", capabilities={}))
@@ -27,7 +30,11 @@ async def _pair(url: str) -> tuple[LocalClient, LocalClient, PostgresStore]:
     # once: let each of those wake-ups pass, one channel at a time, before any test starts.
     for kind in ("done", "work"):
         assert await store.wait_for_change(10, since=store.change_token(kind), kind=kind)
-    return waiter, worker, store
+    try:
+        yield waiter, worker, store
+    finally:
+        await waiter.close()
+        await worker.close()
 
 
 async def _finish(worker: LocalClient, tasks: list[Task], result: Any = None) -> None:
@@ -53,8 +60,7 @@ def test_a_lone_completion_carries_the_record_a_read_would_return(
     pg_url: str, loop: asyncio.AbstractEventLoop
 ) -> None:
     async def scenario() -> None:
-        waiter, worker, store = await _pair(pg_url)
-        try:
+        async with _paired(pg_url) as (waiter, worker, store):
             # "w" in the record must not read as "work may be claimable" in the payload.
             work = store.change_token("work")
             task = await waiter.submit("util.echo", {"x": 1.5, "n": 3, "s": "www é"})
@@ -75,9 +81,6 @@ def test_a_lone_completion_carries_the_record_a_read_would_return(
             assert store.change_token("work") == work
             # Only what was heard after the token counts: a later waiter reads.
             assert store.heard_finished(task.id, store.change_token("done")) is None
-        finally:
-            await waiter.close()
-            await worker.close()
 
     loop.run_until_complete(scenario())
 
@@ -86,8 +89,7 @@ def test_a_waiter_answers_from_the_notification_without_a_read(
     pg_url: str, loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def scenario() -> None:
-        waiter, worker, store = await _pair(pg_url)
-        try:
+        async with _paired(pg_url) as (waiter, worker, store):
             task = await waiter.submit("util.echo", {"x": 2})
             reads: list[str] = []
             real = store.get_task
@@ -107,9 +109,6 @@ def test_a_waiter_answers_from_the_notification_without_a_read(
             # A waiter for another owner still gets nothing it may not see.
             with pytest.raises(NotFound):
                 await waiter.service.wait(task.id, timeout=1, owner="someone-else")
-        finally:
-            await waiter.close()
-            await worker.close()
 
     loop.run_until_complete(scenario())
 
@@ -118,8 +117,7 @@ def test_batches_and_big_records_are_announced_plainly_and_read(
     pg_url: str, loop: asyncio.AbstractEventLoop
 ) -> None:
     async def scenario() -> None:
-        waiter, worker, store = await _pair(pg_url)
-        try:
+        async with _paired(pg_url) as (waiter, worker, store):
             pair = [await waiter.submit("util.echo", {"i": i}) for i in range(2)]
             done = store.change_token("done")
             await _finish(worker, pair)
@@ -136,9 +134,6 @@ def test_batches_and_big_records_are_announced_plainly_and_read(
             assert await store.wait_for_change(5, since=done, kind="done")
             assert store.heard_finished(big.id, done) is None
             assert (await waiter.wait(big.id, timeout=5)).result == {"text": "y" * 9000}
-        finally:
-            await waiter.close()
-            await worker.close()
 
     loop.run_until_complete(scenario())
 

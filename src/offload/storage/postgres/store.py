@@ -308,6 +308,7 @@ _STAGE_SQL = (
 )
 _STAGE_COPY = f"COPY {_STAGE} ({', '.join(ALIKE_VARYING)}) FROM STDIN"
 _TASK_COLUMNS = ", ".join(TASK_INSERT_COLUMNS)
+_EVENT_COLUMNS = ", ".join(EVENT_COLUMNS)
 
 
 class _Cursor:
@@ -501,7 +502,7 @@ class _Cursor:
         self._held.append(
             f"WITH s AS (DELETE FROM {_STAGE} RETURNING *), "
             f"t AS (INSERT INTO tasks ({_TASK_COLUMNS}) SELECT {picks} FROM s RETURNING id) "
-            f"INSERT INTO task_events ({', '.join(EVENT_COLUMNS)}) SELECT id, "
+            f"INSERT INTO task_events ({_EVENT_COLUMNS}) SELECT id, "
             f"{literal(at).decode()}, 'created', {literal(actor).decode()}, "
             f"{literal(data).decode()} FROM t"
         )

@@ -150,9 +150,9 @@ class _Cursor:
         # The columnar insert binds the shared columns once by itself.
         at, actor, data = created
         self.insert_rows("tasks", TASK_INSERT_COLUMNS, expand_alike(shared, rows))
-        self.insert_rows(
-            "task_events", EVENT_COLUMNS, [(r[0], at, "created", actor, data) for r in rows]
-        )
+        events = [(r[0], at, "created", actor, data) for r in rows]
+        self.insert_rows("task_events", EVENT_COLUMNS, events)
+        self.appended(("created",))  # as insert_events does (nothing to announce here)
 
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
