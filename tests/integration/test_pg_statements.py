@@ -185,3 +185,44 @@ def test_round_trips_per_operation(pg_url: str, monkeypatch: pytest.MonkeyPatch)
     assert asyncio.run(scenario()) == {
         "submit": 1, "claim": 1, "complete": 1, "read": 1, "complete_with_dependent": 9
     }  # fmt: skip
+
+
+def test_literals_are_exact_even_where_the_database_turns_off_standard_strings(
+    pg_url: str,
+) -> None:
+    """Arguments are written as literals by the store itself (quotes doubled), which must
+    read back exactly under either setting of standard_conforming_strings."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        conn.execute(f'ALTER DATABASE "{name[0]}" SET standard_conforming_strings = off')
+    tricky = ["it's", "a\\b", "\\'; SELECT 1; --", "'' \\\\ ''", "é ✓ 𝄞", "-- x", "$$"]
+
+    async def scenario() -> None:
+        client = await connect(database_url=pg_url)
+        try:
+            agent = await client.register_agent(AgentRegistration(name="w", capabilities={}))
+            for text in tricky:
+                task = await client.submit(
+                    "util.echo", {"text": text, "n": -1, "x": -0.5}, title=text, tags=[text]
+                )
+                stored = await client.get(task.id)
+                assert (stored.title, stored.tags, stored.input) == (
+                    text,
+                    [text],
+                    {"text": text, "n": -1, "x": -0.5},
+                )
+                # The claim renders the agent's own values; the completion a result.
+                req = ClaimRequest(agent_id=agent.id, capabilities=[], types=["util.echo"])
+                (claimed,) = await client.claim(req)
+                assert claimed.lease is not None
+                await client.complete(
+                    [Completion(task_id=task.id, lease_id=claimed.lease.id, result=text)]
+                )
+                assert (await client.get(task.id)).result == text
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
