@@ -178,6 +178,8 @@ class Worker:
         self._thread_signalled = False
         self._stopping = False
         self._slot_waiting = False
+        #: The claim loop's wait for work, cancelled when the worker stops.
+        self._idle_wait: asyncio.Future[bool] | None = None
         self._prefetch = 0
         self._rate_mark = (0.0, 0)
 
@@ -409,6 +411,8 @@ class Worker:
             self._stopping = True
             self._stop_event.set()
         self._wake.set()
+        if self._idle_wait is not None:
+            self._idle_wait.cancel()
         if self._force_requested:
             self._drained.set()
 
@@ -466,22 +470,27 @@ class Worker:
         return self._prefetch
 
     async def _wait_for_work(self, client: AsyncClient) -> None:
-        self._wake.clear()
         if self._stopping:
             return
-        change = asyncio.ensure_future(client.wait_for_work(IDLE_POLL_S))
-        woken = asyncio.ensure_future(self._wake.wait())
+        # Stopping cancels the wait (see _begin_stop) rather than racing it against a
+        # second task: each task between a notification and the claim is another turn of
+        # the loop, and an idle worker takes this path for every task it runs.
+        self._idle_wait = change = asyncio.ensure_future(client.wait_for_work(IDLE_POLL_S))
         try:
-            await asyncio.wait(
-                (change, woken), timeout=IDLE_POLL_S + 1, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            change.cancel()
-            woken.cancel()
-        if change.done() and not change.cancelled() and change.exception() is not None:
-            log.warning("waiting for work failed: %s", change.exception())
+            async with asyncio.timeout(IDLE_POLL_S + 1):
+                await change
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not change.cancelled() or (task is not None and task.cancelling()):
+                raise  # the claim loop itself is being cancelled
+        except TimeoutError:
+            pass
+        except Exception as exc:  # a store or server that failed to answer: back off
+            log.warning("waiting for work failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_event.wait(), 0.5)
+        finally:
+            self._idle_wait = None
 
     async def _wait_for_slots(self) -> None:
         self._wake.clear()

@@ -1150,8 +1150,11 @@ class PostgresStore(SqlStore):
         if event is None:
             await asyncio.sleep(timeout)
             return False
+        # asyncio.timeout, not wait_for: wait_for runs the wait as a task of its own, two
+        # more turns of the loop between a notification and its waiter.
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
         except TimeoutError:
             return False
         return True
