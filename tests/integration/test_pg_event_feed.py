@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import psycopg
 
@@ -213,5 +214,85 @@ def test_the_listener_comes_back_after_its_connection_is_killed(
         finally:
             await waiter.close()
             await other.close()
+
+    loop.run_until_complete(scenario())
+
+
+def _other_listener_locks(url: str) -> list[bool]:
+    """Whether each session holding or awaiting the 'other' listeners' lock has it."""
+    from offload.storage.postgres.store import OTHER_LISTENERS_LOCK
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT granted FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' "
+            "AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (OTHER_LISTENERS_LOCK,),
+        ).fetchall()
+    return [bool(r[0]) for r in rows]
+
+
+def test_claims_are_announced_only_while_a_live_stream_listens(
+    pg_url: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    """PostgreSQL wakes every listening session for every NOTIFY, so a claim says nothing
+    on the 'other' channel unless a live stream listens there; one that starts listening
+    while a silent claim is committing waits for it before it reads."""
+    from offload.domain.models import AgentRegistration, ClaimRequest
+    from offload.storage.postgres.store import CHANNELS, OTHER_LISTENERS_LOCK
+
+    def heard(conn: psycopg.Connection, within: float) -> list[str]:
+        return [n.payload for n in conn.notifies(timeout=within, stop_after=1)]
+
+    async def until(check: Callable[[], bool]) -> None:
+        for _ in range(100):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("timed out")
+
+    async def scenario() -> None:
+        worker = await connect(database_url=pg_url)
+        raw = psycopg.connect(pg_url, autocommit=True)  # listens without announcing itself
+        raw.execute(f"LISTEN {CHANNELS['-']}")
+        stream = None
+        try:
+            agent = await worker.register_agent(AgentRegistration(name="w", capabilities={}))
+            req = ClaimRequest(agent_id=agent.id, capabilities=[], types=["util.echo"])
+            await worker.submit("util.echo", {"x": 1})
+            heard(raw, 0.2)  # whatever registering and submitting said
+            assert len(await worker.claim(req)) == 1
+            assert heard(raw, 0.5) == [], "a claim was announced with no stream listening"
+
+            # A claim committing without a word holds the lock; a stream that starts
+            # listening now must not read before that claim is visible.
+            silent = psycopg.connect(pg_url)
+            got = silent.execute(
+                "SELECT pg_try_advisory_xact_lock(%s)", (OTHER_LISTENERS_LOCK,)
+            ).fetchone()
+            assert got == (True,)
+            stream = await connect(database_url=pg_url)
+            stream_store = stream.service.store
+            assert isinstance(stream_store, SqlStore)
+            stream_store.change_token("any")
+            await until(lambda: _other_listener_locks(pg_url) == [False])
+            silent.commit()
+            silent.close()
+            await until(lambda: _other_listener_locks(pg_url) == [True])
+
+            # Now a claim is announced: to the stream and to anyone else listening.
+            await asyncio.sleep(0.3)  # the listener's catch-up wake-up
+            token = stream_store.change_token("any")
+            await worker.submit("util.echo", {"x": 2})
+            heard(raw, 0.2)
+            assert len(await worker.claim(req)) == 1
+            assert heard(raw, 2.0) == ["-"]
+            assert await stream_store.wait_for_change(2, since=token, kind="any")
+        finally:
+            raw.close()
+            await worker.close()
+            if stream is not None:
+                await stream.close()
+        # The stream's connection is gone, and its lock with it.
+        await until(lambda: _other_listener_locks(pg_url) == [])
 
     loop.run_until_complete(scenario())

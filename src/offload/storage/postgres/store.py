@@ -118,6 +118,9 @@ _QUIET = frozenset({"claimed", "progress", "log", "checkpoint", "artifact"})
 _NOT_FINISHING = _QUIET | {"created"}
 #: Any number of processes may start at once; one applies migrations, the others wait.
 MIGRATION_LOCK = 0x0FF10AD
+#: Held shared by every connection that listens on the 'other' channel, for as long as it
+#: listens (see _listen): a claim announces itself there only while someone holds it.
+OTHER_LISTENERS_LOCK = 0x0FF10AF
 #: This process's idea of a connection's prepared statements was wrong (a pooler reset
 #: the session, say): they are dropped and the transaction runs again.
 _PREPARED_MISMATCH = (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement)
@@ -238,13 +241,20 @@ class PgDialect(Dialect):
     def _leased(set_sql: str, ids: str) -> str:
         # Parameters after the SET's (and the ids'): at, actor, lease_id, agent_id,
         # expires_at. The NOTIFY ('-': nothing claimable, nothing finished, but live
-        # streams want claims) is joined in so it runs only when something was claimed.
+        # streams want claims) is joined in so it runs only when something was claimed,
+        # and only while a live stream listens: PostgreSQL wakes every listening session
+        # of the database for every notification, whatever its channel, so an idle
+        # round trip's claim woke the worker's and the waiter's listeners for nothing,
+        # about 0.1 ms of it. Listeners hold OTHER_LISTENERS_LOCK shared; when the claim
+        # gets it exclusively, nobody listens, and a listener that comes now waits for
+        # this commit before it reads what changed (see _listen).
         return (
             f"u AS ({set_sql}WHERE id {ids} RETURNING *), "
             "e AS (INSERT INTO task_events (task_id, at, kind, actor, data) "
             "SELECT id, ?::float8, 'claimed', ?::text, json_build_object('lease_id', ?::text, "
             "'agent_id', ?::text, 'attempt', attempt, 'expires_at', ?::float8)::text FROM u), "
-            f"n AS (SELECT {notify_calls('-')} FROM (SELECT 1 FROM u LIMIT 1) AS one) "
+            f"n AS (SELECT {notify_calls('-')} FROM (SELECT 1 FROM u LIMIT 1) AS one "
+            f"WHERE NOT pg_try_advisory_xact_lock({OTHER_LISTENERS_LOCK})) "
             "SELECT u.* FROM u LEFT JOIN n ON true"
         )
 
@@ -1041,6 +1051,13 @@ class PostgresStore(SqlStore):
                         wanted = set(self._channels)
                         for channel in sorted(wanted - heard):
                             await aconn.execute(f"LISTEN {channel}")
+                        if CHANNELS["-"] in wanted - heard:
+                            # After LISTEN, before waking the waiters below: a claim
+                            # that found no listener commits before this lock is given,
+                            # so the waiters' reads see it (see PgDialect._leased).
+                            await aconn.execute(
+                                f"SELECT pg_advisory_lock_shared({OTHER_LISTENERS_LOCK})"
+                            )
                         if connected or wanted != heard:
                             # Changes may have happened while nobody listened for them.
                             self._wake("wd")
