@@ -81,9 +81,14 @@ def test_single_submits_and_completions_are_prepared_with_the_same_rows(pg_url: 
                 assert kinds[0] == "created" and kinds[-1] == "completed"
                 # The text shows the query that carried each PREPARE.
                 texts = " ".join(await asyncio.to_thread(_prepared_texts, store))
-                for body in ("INSERT INTO tasks (", "INSERT INTO task_events (",
-                             "WITH u AS (UPDATE tasks SET status = CASE"):  # fmt: skip
-                    assert re.search(r"PREPARE offload_\w+ AS " + re.escape(body), texts), body
+                # A submit is one statement: its task, its 'created' event, its NOTIFY.
+                submit = (
+                    r"WITH i0 AS \(INSERT INTO tasks \([^;]*\), i1 AS \(INSERT INTO "
+                    r"task_events \([^;]*\) SELECT pg_notify\('offload_work', 'w'\)"
+                )
+                assert re.search(r"PREPARE offload_\w+ AS " + submit, texts), texts
+                body = re.escape("WITH u AS (UPDATE tasks SET status = CASE")
+                assert re.search(r"PREPARE offload_\w+ AS " + body, texts), texts
                 if round_ == 0:
                     # A pooler's reset drops them; the second round prepares them again.
                     def reset() -> None:
