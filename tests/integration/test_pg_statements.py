@@ -231,3 +231,55 @@ def test_literals_are_exact_even_where_the_database_turns_off_standard_strings(
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_single_row_inserts_are_joined_only_across_tables(pg_url: str) -> None:
+    """Held single-row inserts travel as one statement when their tables differ; two into
+    one table stay two statements, in order (the parts of one statement run in no set
+    order, and an event log must keep its order)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from offload.storage.postgres.store import _Cursor
+    from offload.storage.sql import EVENT_COLUMNS
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE joined_probe (n int)")
+        sent: list[str] = []
+        raw = psycopg.ClientCursor(conn, row_factory=dict_row)
+        real = raw.execute
+
+        def recording(query: object, *a: object, **k: object) -> object:
+            sent.append(str(query))
+            return real(query, *a, **k)  # type: ignore[arg-type]
+
+        raw.execute = recording  # type: ignore[method-assign]
+        cur = _Cursor(raw, "COMMIT")
+        cur.hold("BEGIN")
+        event = ("joined-probe", 1.0, "first", None, "{}")
+        cur.insert_rows("pg_temp.joined_probe", ["n"], [(1,)])
+        cur.insert_rows("task_events", EVENT_COLUMNS, [event])
+        cur.insert_rows("task_events", EVENT_COLUMNS, [(*event[:2], "second", *event[3:])])
+        cur.appended(["created"])
+        cur.announce()
+        cur.hold("COMMIT")
+        cur.flush()
+        [batch] = sent
+        executes = [s for s in batch.split("; ") if s.startswith("EXECUTE")]
+        # The probe row and the first event in one statement; the second event after it,
+        # in the statement that also carries the NOTIFY.
+        assert len(executes) == 2, batch
+        bodies = dict(
+            p.removeprefix("PREPARE ").split(" AS ", 1)
+            for p in batch.split("; ")
+            if p.startswith("PREPARE ")
+        )
+        first, second = (bodies[e.split("(", 1)[0].split()[1]] for e in executes)
+        assert first.startswith("WITH i0 AS (INSERT INTO pg_temp.joined_probe"), first
+        assert first.count("INSERT INTO task_events") == 1 and "pg_notify" not in first
+        assert second.count("INSERT INTO task_events") == 1 and "pg_notify" in second
+        kinds = conn.execute(
+            "SELECT kind FROM task_events WHERE task_id = 'joined-probe' ORDER BY seq"
+        ).fetchall()
+        assert [k[0] for k in kinds] == ["first", "second"]
+        assert conn.execute("SELECT n FROM joined_probe").fetchall() == [(1,)]
