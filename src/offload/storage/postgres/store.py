@@ -363,7 +363,7 @@ class _Cursor:
     can travel as one simple query. Statements whose results nobody reads (``BEGIN``,
     ``SET LOCAL``, event appends, ``executemany``) are held back and sent in front of the
     next statement whose result is needed, or in front of ``COMMIT``. A submit is then one
-    round trip (``BEGIN; INSERT …; INSERT …; COMMIT``) instead of four; on a loopback link
+    round trip (``BEGIN; WITH … INSERT …; COMMIT``: see _settle) instead of four; on a loopback link
     where a round trip costs 0.1–0.3 ms, that is most of an operation's latency. A held-back
     statement that fails raises from the statement that carries it, inside the same
     transaction, so errors still abort the transaction they belong to.
