@@ -363,10 +363,10 @@ class _Cursor:
     can travel as one simple query. Statements whose results nobody reads (``BEGIN``,
     ``SET LOCAL``, event appends, ``executemany``) are held back and sent in front of the
     next statement whose result is needed, or in front of ``COMMIT``. A submit is then one
-    round trip (``BEGIN; WITH … INSERT …; COMMIT``: see _settle) instead of four; on a loopback link
-    where a round trip costs 0.1–0.3 ms, that is most of an operation's latency. A held-back
-    statement that fails raises from the statement that carries it, inside the same
-    transaction, so errors still abort the transaction they belong to.
+    round trip (``BEGIN; WITH … INSERT …; COMMIT``: see _settle) instead of four; on a
+    loopback link where a round trip costs 0.1–0.3 ms, that is most of an operation's
+    latency. A held-back statement that fails raises from the statement that carries it,
+    inside the same transaction, so errors still abort the transaction they belong to.
     """
 
     __slots__ = (
@@ -431,7 +431,7 @@ class _Cursor:
         ``then`` (a constant statement) as its last part, or ``then`` alone.
 
         A submit's task row, its 'created' event and its NOTIFY went as three statements
-        of one query; as one (``WITH t AS (INSERT …), e AS (INSERT …) SELECT pg_notify(…)``)
+        of one query; as one (``WITH i0 AS (INSERT …), i1 AS (INSERT …) SELECT pg_notify(…)``)
         the server spends 50 µs less on it. Only inserts into different tables are
         joined: the parts of one statement run in no set order, and events keep theirs.
         """
@@ -538,16 +538,15 @@ class _Cursor:
         if not rows:
             return
         cols = ", ".join(columns)
-        if len(rows) == 1 and all(t != table for t, _, _ in self._one_rows):
+        if len(rows) == 1:
             # One task or event (a single submit, a claim's event): a prepared INSERT skips
             # parsing and planning its few dozen columns at every call. Held back, to be
-            # joined with what follows it (see _settle).
+            # joined with what follows it (see _settle), unless its table has one waiting.
+            if any(t == table for t, _, _ in self._one_rows):
+                self._settle()
             self._one_rows.append((table, cols, rows[0]))
             return
         self._settle()
-        if len(rows) == 1:
-            self._one_rows.append((table, cols, rows[0]))
-            return
         if len(rows) < COPY_MIN_ROWS:
             row_sql = "(" + ", ".join("?" * len(columns)) + ")"
             values = ", ".join(self._render(row_sql, r) for r in rows)
