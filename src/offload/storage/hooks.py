@@ -29,3 +29,8 @@ class BackendHooks:
     def _read(self, fn: Callable[..., R], *args: Any) -> R:
         """Run ``fn(cur, *args)`` in one read transaction (called on a store thread)."""
         raise NotImplementedError
+
+    def _fit_fair_index(self) -> None:
+        """Make the owner-fair claim's index exist exactly while some queue is owner-fair
+        (see :data:`offload.storage.flow_sql.FAIR_INDEX`; called on a store thread)."""
+        raise NotImplementedError

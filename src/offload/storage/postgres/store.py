@@ -38,6 +38,7 @@ from offload.domain.models import Task
 from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
 from offload.domain.status import Status
 from offload.ports.store import CHANGE_KINDS, ChangeKind
+from offload.storage.flow_sql import FAIR_INDEX, FAIR_INDEX_CREATE, FAIR_WANTED
 from offload.storage.rows import ALIKE_VARYING, TASK_INSERT_COLUMNS, dumps, row_to_task
 from offload.storage.sql import (
     EVENT_COLUMNS,
@@ -118,6 +119,8 @@ _QUIET = frozenset({"claimed", "progress", "log", "checkpoint", "artifact"})
 _NOT_FINISHING = _QUIET | {"created"}
 #: Any number of processes may start at once; one applies migrations, the others wait.
 MIGRATION_LOCK = 0x0FF10AD
+#: Held while a process makes or drops the owner-fair index (see _fit_fair_index).
+FAIR_INDEX_LOCK = 0x0FF10AE
 #: Held shared by every connection that listens on the 'other' channel, for as long as it
 #: listens (see _listen): a claim announces itself there only while someone holds it.
 OTHER_LISTENERS_LOCK = 0x0FF10AF
@@ -951,6 +954,7 @@ class PostgresStore(SqlStore):
                 raise Unavailable(f"cannot connect to PostgreSQL at {self._redacted()}: "
                                   f"{exc}") from exc  # fmt: skip
             self._migrate()
+            self._fit_fair_index()
             with self._pool.connection() as conn:
                 row = conn.execute(
                     "SELECT has_database_privilege(current_database(), 'TEMPORARY')"
@@ -1026,6 +1030,37 @@ class PostgresStore(SqlStore):
     async def migrate(self) -> int:
         """Apply pending migrations; returns the schema version."""
         return await self._run(self._migrate)
+
+    def _fit_fair_index(self) -> None:
+        # Built and dropped CONCURRENTLY, so submits and claims go on meanwhile; that
+        # cannot run in a transaction, hence a session lock between processes, and a
+        # check again under it. A build that failed half way leaves an invalid index,
+        # which is dropped and built again.
+        check = (
+            f"SELECT ({FAIR_WANTED}), (SELECT indisvalid FROM pg_index "
+            f"WHERE indexrelid = to_regclass('{FAIR_INDEX}'))"
+        )
+
+        def fits(conn: psycopg.Connection[Any]) -> tuple[bool, bool | None, bool]:
+            row = conn.execute(check).fetchone()
+            wanted, valid = (bool(row[0]), row[1]) if row else (False, None)
+            return wanted, valid, (valid is True) == wanted
+
+        with self.pool.connection() as conn:
+            if fits(conn)[2]:
+                return
+            conn.execute("SELECT pg_advisory_lock(%s)", (FAIR_INDEX_LOCK,))
+            try:
+                wanted, valid, fine = fits(conn)
+                if fine:
+                    return
+                if valid is not None:
+                    conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {FAIR_INDEX}")
+                if wanted:
+                    log.info("building the index of owner-fair queues (%s)", FAIR_INDEX)
+                    conn.execute(FAIR_INDEX_CREATE.format(how="CONCURRENTLY"))
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (FAIR_INDEX_LOCK,))
 
     async def close(self) -> None:
         """Stop listening; close the pool and the threads."""

@@ -25,6 +25,7 @@ from offload.domain.errors import InvalidInput, Unavailable
 from offload.domain.rules import DEFAULT_AGING_INTERVAL_S
 from offload.domain.status import Status
 from offload.ports.store import ChangeKind
+from offload.storage.flow_sql import FAIR_INDEX, FAIR_INDEX_CREATE, FAIR_WANTED
 from offload.storage.rows import TASK_INSERT_COLUMNS, expand_alike
 from offload.storage.sql import EVENT_COLUMNS, CreatedEvent, Row, SqlStore, split_sql
 
@@ -265,6 +266,7 @@ class SQLiteStore(SqlStore):
             try:
                 self._conn = self._connect()
                 self._migrate()
+                self._fit_fair_index()
             except (sqlite3.Error, OSError) as exc:
                 if self._conn is not None:
                     self._conn.close()
@@ -314,6 +316,21 @@ class SQLiteStore(SqlStore):
     async def migrate(self) -> int:
         """Apply pending migrations; returns the schema version."""
         return await self._run(self._migrate)
+
+    def _fit_fair_index(self) -> None:
+        conn = self.conn
+        # One write transaction: the settings read and the index change cannot interleave
+        # with another process's (writers take the database lock in turn).
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            wanted = bool(conn.execute(FAIR_WANTED).fetchone()[0])
+            conn.execute(
+                FAIR_INDEX_CREATE.format(how="") if wanted else f"DROP INDEX IF EXISTS {FAIR_INDEX}"
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         """Close connections and the thread."""
