@@ -319,14 +319,28 @@ class SQLiteStore(SqlStore):
 
     def _fit_fair_index(self) -> None:
         conn = self.conn
+
+        def fits() -> tuple[bool, bool]:
+            wanted = bool(conn.execute(FAIR_WANTED).fetchone()[0])
+            has = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (FAIR_INDEX,)
+            ).fetchone()
+            return wanted, wanted == (has is not None)
+
+        # Read first: the write lock is taken only for a change (every open passes here).
+        if fits()[1]:
+            return
         # One write transaction: the settings read and the index change cannot interleave
         # with another process's (writers take the database lock in turn).
         conn.execute("BEGIN IMMEDIATE")
         try:
-            wanted = bool(conn.execute(FAIR_WANTED).fetchone()[0])
-            conn.execute(
-                FAIR_INDEX_CREATE.format(how="") if wanted else f"DROP INDEX IF EXISTS {FAIR_INDEX}"
-            )
+            wanted, fine = fits()
+            if not fine:
+                conn.execute(
+                    FAIR_INDEX_CREATE.format(how="")
+                    if wanted
+                    else f"DROP INDEX IF EXISTS {FAIR_INDEX}"
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
