@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 
@@ -9,8 +10,8 @@ import psycopg
 import pytest
 
 from offload.domain.errors import Conflict, InvalidInput, NotFound, UnknownTaskType
-from offload.domain.flow import ConcurrencyStrategy, LimitSpec, WaitingOn
-from offload.domain.models import TaskSpec
+from offload.domain.flow import ConcurrencyStrategy, LimitSpec, QueueSettingsSpec, WaitingOn
+from offload.domain.models import ClaimRequest, TaskSpec
 from offload.domain.status import Status
 from offload.storage import open_store
 from offload.storage.flow_sql import FAIR_INDEX
@@ -238,8 +239,6 @@ def _drop_fair_index(url: str) -> None:
 
 
 def _fairness(h: Harness, queue: str, fairness: str) -> None:
-    from offload.domain.flow import QueueSettingsSpec
-
     h(h.service.set_queue_settings(queue, QueueSettingsSpec.model_validate({"fairness": fairness})))
 
 
@@ -286,6 +285,24 @@ def test_a_fair_claim_without_its_index_still_alternates(svc: Harness, backend_u
     _owned(svc, "tenant-a", 30)
     _owned(svc, "tenant-b", 3)
     assert [t.owner for t in claim(svc, 4)][:2] == ["tenant-a", "tenant-b"]
+
+
+def test_a_limited_claim_does_not_wait_for_an_index_build(svc: Harness, backend_url: str) -> None:
+    # Another process building the owner-fair index holds its lock for the whole build.
+    if backend_url.startswith("sqlite"):
+        pytest.skip("SQLite builds the index inside its write transaction")
+    from offload.storage.postgres.store import FAIR_INDEX_LOCK
+
+    limit(svc, concurrency=5)
+    submit(svc, 3)
+    with psycopg.connect(backend_url, autocommit=True) as builder:
+        builder.execute("SELECT pg_advisory_lock(%s)", (FAIR_INDEX_LOCK,))
+        try:
+            req = ClaimRequest.model_validate({"agent_id": "w1", "max": 2})
+            claimed = svc(asyncio.wait_for(svc.service.claim(req), 5))
+        finally:
+            builder.execute("SELECT pg_advisory_unlock(%s)", (FAIR_INDEX_LOCK,))
+    assert len(claimed) == 2
 
 
 def test_without_fairness_a_flood_goes_first(svc: Harness) -> None:

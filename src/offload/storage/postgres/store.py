@@ -119,8 +119,11 @@ _QUIET = frozenset({"claimed", "progress", "log", "checkpoint", "artifact"})
 _NOT_FINISHING = _QUIET | {"created"}
 #: Any number of processes may start at once; one applies migrations, the others wait.
 MIGRATION_LOCK = 0x0FF10AD
-#: Held while a process makes or drops the owner-fair index (see _fit_fair_index).
-FAIR_INDEX_LOCK = 0x0FF10AE
+#: Held by each transaction that claims or releases flow-limited work (PgDialect.flow_lock).
+FLOW_LOCK = 0x0FF10AE
+#: Held while a process makes or drops the owner-fair index (see _fit_fair_index). Its
+#: own key: a flow claim waiting on it would also hold up the CONCURRENTLY build.
+FAIR_INDEX_LOCK = 0x0FF10B0
 #: Held shared by every connection that listens on the 'other' channel, for as long as it
 #: listens (see _listen): a claim announces itself there only while someone holds it.
 OTHER_LISTENERS_LOCK = 0x0FF10AF
@@ -190,7 +193,7 @@ class PgDialect(Dialect):
     def json_array_within(self, column: str) -> str:
         return f"{column}::jsonb <@ ?::jsonb"
 
-    flow_lock = f"SELECT pg_advisory_xact_lock({0x0FF10AE})"
+    flow_lock = f"SELECT pg_advisory_xact_lock({FLOW_LOCK})"
 
     def complete_statement(self, update: str) -> str:
         # Tasks waiting for review are not finished: no 'completed' event for them yet.
